@@ -43,6 +43,7 @@ __all__ = [
     "convert_frozen_bn",
     "convert_sync_bn",
     "convert_ws_conv",
+    "default_for_component",
     "describe_norm",
     "finalize_component",
     "is_norm_module",
@@ -116,6 +117,24 @@ def norm_layer(
         return functools.partial(_group_norm, groups=None, channels_per_group=None)
     # gn and gn_ws
     return functools.partial(_group_norm, groups=groups, channels_per_group=channels_per_group)
+
+
+# Norms with nothing to learn: they need statistics from pretraining, which only the backbone has.
+_NEEDS_PRETRAINED_STATS = frozenset({"frozen_bn"})
+
+
+def default_for_component(name: str, *, pretrained_stats: bool) -> str:
+    """The norm a component gets when ``name`` is the model-wide default.
+
+    ``frozen_bn`` freezes statistics learned in pretraining; in a randomly initialized part
+    (FPN, box head, mask head) it would be an identity map that only removes the conv bias.
+    So as a model-wide default it applies where ``pretrained_stats`` is true (the backbone)
+    and leaves the other parts without a norm: the BN* layout of the GN paper and of
+    torchvision's ``maskrcnn_resnet50_fpn``. A component that names ``frozen_bn`` itself
+    still gets it.
+    """
+    validate_norm(name)
+    return name if pretrained_stats or name not in _NEEDS_PRETRAINED_STATS else "none"
 
 
 def describe_norm(name: str, *, groups: int = 32, channels_per_group: int | None = None) -> str:
