@@ -148,8 +148,15 @@ class CocoInstanceDataset(Dataset):
             self.transform.set_random_seed(torch.initial_seed() % 2**32)
             self._seeded_for = key
 
-    def __getitem__(self, index: int):
-        self._seed_transform()
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``key`` is an index, or ``(index, augmentation_seed)`` from a sampler built with
+        ``with_seeds=True`` (reproducible augmentation, also across resumes)."""
+        index, aug_seed = key if isinstance(key, tuple) else (key, None)
+        if aug_seed is None:
+            self._seed_transform()
+        elif self.transform is not None:
+            self.transform.set_random_seed(aug_seed)
+            self._seeded_for = None
         img = self.images[index]
         _, boxes, labels, segs = self.records[index]
         image = self.load_image(index)

@@ -176,6 +176,7 @@ class DetectionDataModule(pl.LightningDataModule):
             num_replicas=world,
             rank=rank,
             seed=self.seed,
+            with_seeds=True,
         )
         if self._pending_state is not None:
             self.batch_sampler.load_state_dict(self._pending_state)
@@ -190,9 +191,12 @@ class DetectionDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self, dataset) -> DataLoader:
+        # One image per batch, as detectron2 evaluates: batching pads images to a common size,
+        # which changes features near the borders and so the metrics. With batch 1 the numbers
+        # do not depend on --batch-size.
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=1,
             sampler=SequentialSampler(dataset),
             num_workers=self.num_workers,
             collate_fn=collate_detection,

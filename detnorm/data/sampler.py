@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -45,6 +46,10 @@ class GroupedBatchSampler(Sampler[list[int]]):
         seed: shuffling seed; the order depends only on (seed, epoch).
         shuffle: shuffle indices each epoch (False keeps dataset order, still grouped).
         drop_last: drop partial batches instead of emitting them at the end of the epoch.
+        with_seeds: yield ``(index, augmentation_seed)`` pairs instead of bare indices. The seed
+            depends only on (seed, epoch, index), so a sample's random augmentation is the same
+            whichever worker loads it and whether or not the run was resumed
+            (``CocoInstanceDataset`` accepts such pairs).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
+        with_seeds: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -69,6 +75,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.seed = int(seed)
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.with_seeds = with_seeds
         self.epoch = 0
         self._start = 0  # global batches skipped at the start of the current epoch
         self._consumed = 0  # global batches consumed in the current epoch
@@ -111,7 +118,16 @@ class GroupedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         self.set_epoch(self.epoch)  # re-arms the resume skip when iterated without set_epoch
         self._pending = None
-        yield from self._local_batches()
+        if not self.with_seeds:
+            yield from self._local_batches()
+            return
+        for batch in self._local_batches():
+            yield [(i, self.sample_seed(i)) for i in batch]
+
+    def sample_seed(self, index: int) -> int:
+        """Augmentation seed of dataset ``index`` in the current epoch: a function of
+        (seed, epoch, index) only."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
 
     def __len__(self) -> int:
         """Local batches in the whole epoch, counting the ones skipped on resume.

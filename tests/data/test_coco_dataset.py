@@ -99,3 +99,19 @@ def test_val_set_must_use_training_categories(coco_factory, tmp_path):
     other = CategoryMap([{"id": 0, "name": "zero"}])
     with pytest.raises(ValueError, match=r"category ids \[-5, 100\] are not among"):
         CocoInstanceDataset(ds.ann_file, ds.image_dir, category_map=other)
+
+
+def test_seeded_key_gives_the_same_augmentation_whatever_ran_before(coco_factory):
+    from detnorm.data.transforms import build_train_transform
+
+    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 6, 8],
+             "segmentation": rect_poly(2, 3, 8, 11), "area": 48, "iscrowd": 0}]  # fmt: skip
+    ann, image_dir = coco_factory(images, anns, [{"id": 1, "name": "a"}])
+    ds = CocoInstanceDataset(ann, image_dir, transform=build_train_transform((20,), 40))
+    flips = {float(ds[(0, seed)][1]["boxes"][0, 0]) for seed in range(16)}
+    assert flips == {2.0, 30.0 - 8.0}  # both outcomes occur across seeds
+    first = ds[(0, 7)][1]["boxes"]
+    for _ in range(5):
+        ds[0]  # unseeded calls advance the transform's own stream
+    torch.testing.assert_close(ds[(0, 7)][1]["boxes"], first)

@@ -90,3 +90,21 @@ def test_state_with_other_seed_is_refused():
     s = GroupedBatchSampler(GROUPS, 2, seed=1)
     with pytest.raises(ValueError, match="seed 2"):
         s.load_state_dict({"epoch": 0, "consumed": 2, "seed": 2})
+
+
+def test_augmentation_seeds_depend_on_seed_epoch_and_index_only():
+    seeded = GroupedBatchSampler(GROUPS, 4, seed=3, with_seeds=True)
+    plain = GroupedBatchSampler(GROUPS, 4, seed=3)
+    batches = _epoch(seeded, 2)
+    assert [[i for i, _ in b] for b in batches] == _epoch(plain, 2)  # same order as without
+    seeds = {i: s for b in batches for i, s in b}
+    assert len(set(seeds.values())) == len(seeds)  # a different stream per sample
+    again = {i: s for b in _epoch(GroupedBatchSampler(GROUPS, 4, seed=3, with_seeds=True), 2)
+             for i, s in b}  # fmt: skip
+    assert again == seeds
+    other_epoch = {i: s for b in _epoch(seeded, 3) for i, s in b}
+    assert all(other_epoch[i] != seeds[i] for i in seeds)
+    # a resumed sampler hands the remaining samples the same seeds
+    resumed = GroupedBatchSampler(GROUPS, 4, seed=3, with_seeds=True)
+    resumed.load_state_dict({"epoch": 2, "consumed": 5, "seed": 3})
+    assert _epoch(resumed, 2) == batches[5:]

@@ -1,0 +1,215 @@
+"""Training callbacks and checkpoint I/O: crash-safe checkpoints, the final evaluation,
+per-step seeding and the non-finite-loss stop.
+
+Checkpoints go through :class:`AtomicCheckpointIO`: the bytes are written to a temporary file in
+the checkpoint's own folder, fsync'ed and renamed over the target with ``os.replace``, so a run
+killed at any moment (SIGKILL included) leaves either the previous complete file or the new one.
+Lightning's default (fsspec's local "transaction") writes to the system temp dir and then
+``shutil.move``s, which degrades to a non-atomic copy across file systems and never fsyncs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "EvalAtEnd",
+    "NonFiniteLossError",
+    "RunCSVLogger",
+    "RunCheckpoints",
+    "StepSeed",
+    "step_seed",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised on every rank when any rank's loss is NaN or infinite; names the step."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are atomic on a local file system (see module doc)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+class EvalAtEnd(pl.Callback):
+    """Make Lightning evaluate after the last training step even when ``max_steps`` is not a
+    multiple of ``val_check_interval``: on the last step it sets ``trainer.should_stop``, and
+    Lightning validates when a stop is requested."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 32-bit seed that depends only on ``(seed, step, rank)``."""
+    digest = hashlib.sha256(f"detnorm:{seed}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class StepSeed(pl.Callback):
+    """Reseed torch/numpy/random before every training step from ``(seed, step, rank)``.
+
+    The model's own randomness (RPN and RoI sampling) then does not depend on what ran before
+    the step (validation, PreciseBN, data-loader start-up), so a run resumed from a checkpoint
+    takes exactly the steps an uninterrupted run takes.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
+        s = step_seed(self.seed, trainer.global_step, trainer.global_rank)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)  # also seeds every CUDA device
+
+
+class RunCheckpoints(pl.Callback):
+    """The run directory's checkpoints: ``last.ckpt``, ``best.ckpt``, ``step=NNNNNN.ckpt``.
+
+    * every ``period`` steps (after the optimizer step): ``step=N.ckpt`` and ``last.ckpt``;
+    * after every evaluation in ``fit``: ``last.ckpt`` again (now with PreciseBN statistics and
+      the evaluation's metrics), ``best.ckpt`` when ``val/score`` (segm AP, else bbox AP)
+      improved, and ``step=N.ckpt`` when N is a multiple of ``period`` or the last step.
+
+    The last step is saved only after its evaluation, so a run killed during the final
+    evaluation resumes from the previous checkpoint and evaluates again. Nothing is saved once
+    a step failed (non-finite loss): the files keep the last good state.
+    """
+
+    def __init__(self, dirpath, period: int | None):
+        self.dirpath = Path(dirpath)
+        self.period = period
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+
+    def _save(self, trainer: pl.Trainer, *names: str) -> None:
+        """Write the checkpoint once, under ``names[0]``, and hard-link the other names to it
+        (atomically, via a temporary link and ``os.replace``; a copy where links fail)."""
+        for logger in trainer.loggers:  # metrics.csv holds every step the checkpoint has seen
+            logger.save()
+        first = self.dirpath / names[0]
+        trainer.save_checkpoint(first, weights_only=False)
+        if not trainer.is_global_zero:
+            return
+        for name in names[1:]:
+            tmp = self.dirpath / f".{name}.link.tmp"
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(first, tmp)
+            except OSError:
+                shutil.copyfile(first, tmp)
+            os.replace(tmp, self.dirpath / name)
+
+    def _periodic(self, step: int) -> bool:
+        return bool(self.period) and step % self.period == 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self._periodic(step) and not (trainer.max_steps > 0 and step >= trainer.max_steps):
+            self._save(trainer, f"step={step:06d}.ckpt", "last.ckpt")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        step = trainer.global_step
+        names = ["last.ckpt"]
+        score = trainer.callback_metrics.get("val/score")
+        score = None if score is None else float(score)
+        improved = self.best_score is None or (score is not None and score > self.best_score)
+        if score is not None and not math.isnan(score) and improved:
+            self.best_score, self.best_step = score, step
+            names.append("best.ckpt")
+        if self._periodic(step) or (trainer.max_steps > 0 and step >= trainer.max_steps):
+            names.insert(0, f"step={step:06d}.ckpt")
+        self._save(trainer, *names)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_step": self.best_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score")
+        self.best_step = state_dict.get("best_step")
+
+
+class _KeepingWriter(ExperimentWriter):
+    """CSV writer that keeps an existing ``metrics.csv`` up to a step instead of deleting it."""
+
+    def __init__(self, log_dir: str, keep_before_step: int | None):
+        self.keep_before_step = keep_before_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        if self.keep_before_step is None:  # a fresh run in an old directory starts a new log
+            path.unlink()
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") and int(r["step"]) < self.keep_before_step]
+        self.metrics_keys = sorted(keys)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.csv.", suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+
+class RunCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``RUN_DIR/metrics.csv``. On resume from global step ``k`` it keeps
+    the rows of steps ``< k`` (Lightning's logged ``step`` is 0-based) instead of deleting the
+    file, so the log of a resumed run reads like the log of an uninterrupted one."""
+
+    def __init__(self, save_dir, keep_before_step: int | None = None):
+        super().__init__(save_dir=save_dir, name="", version="")
+        self.keep_before_step = keep_before_step
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _KeepingWriter(self.log_dir, self.keep_before_step)
+        return self._experiment

@@ -1,0 +1,281 @@
+"""Training configuration: one flat dict, YAML files that stack, and validation.
+
+A config is a plain ``dict`` whose keys are those of :data:`DEFAULTS` (the command-line flags
+with dashes turned into underscores). Sources are applied in order, the last one winning:
+``DEFAULTS`` < ``--config`` files in the order given < command-line flags.
+
+A YAML file may name other files to load first with ``base: other.yaml`` (or a list), relative
+to the file itself; that is how ``configs/`` scenarios state "the COCO base plus these deltas"
+in one file. ``model_kwargs`` (extra torchvision ``MaskRCNN`` arguments) merges key by key;
+every other key is replaced whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detnorm.norm import NORM_NAMES
+from detnorm.schedule import SCHEDULES
+
+__all__ = [
+    "DEFAULTS",
+    "ConfigError",
+    "build_config",
+    "load_yaml",
+    "option",
+    "validate",
+    "write_yaml",
+]
+
+DEFAULTS: dict[str, Any] = {
+    # model: a norm per component (None = same as `norm`)
+    "norm": "frozen_bn",
+    "backbone_norm": None,
+    "fpn_norm": None,
+    "box_head_norm": None,
+    "mask_head_norm": None,
+    "gn_groups": 32,
+    "depth": 50,
+    "box_head": None,  # None: 4conv1fc if the box head has a norm, else 2fc
+    "pretrained": "none",  # "none" | "imagenet" | path to weights
+    "trainable_backbone_layers": None,  # None: 3 when pretrained, 5 (all) from scratch
+    "input_format": None,  # None: "rgb", or what the pretrained weights need
+    "stride_in_1x1": None,  # None: False, or what caffe2 weights need
+    "model_kwargs": {},  # extra torchvision MaskRCNN kwargs (rpn_*/box_* sampling, ...)
+    # optimization (base_lr and warmup_iters at 16 images per step; scaled linearly)
+    "schedule": "1x",
+    "max_steps": None,
+    "base_lr": 0.02,
+    "warmup_iters": 1000,
+    "warmup_factor": 0.001,
+    "weight_decay": 1e-4,
+    "norm_weight_decay": 0.0,
+    "momentum": 0.9,
+    # hardware
+    "batch_size": 2,  # images per device
+    "accelerator": "auto",
+    "devices": 1,
+    "num_nodes": 1,
+    "precision": "32-true",
+    # data (data=None and no explicit paths: the embedded synthetic dataset)
+    "data": None,
+    "train_ann": None,
+    "train_images": None,
+    "val_ann": None,
+    "val_images": None,
+    "train_scales": [800],
+    "max_size": 1333,
+    "test_size": 800,
+    "num_workers": 2,
+    # run
+    "name": None,  # run name; output_dir defaults to runs/<name>
+    "output_dir": None,
+    "resume": None,  # None | "auto" | checkpoint path
+    "seed": 0,
+    "deterministic": False,
+    "eval_period": None,  # steps between evaluations; None: only at the end
+    "checkpoint_period": None,  # steps between step=N.ckpt files; None: eval_period
+    "precise_bn": True,  # PreciseBN before each evaluation when bn/sync_bn is used
+    "precise_bn_iters": 200,
+    "log_every_n_steps": 20,
+    "eval_backend": "pycocotools",
+}
+
+# Under configs and flags when no dataset is named (neither in a config file nor on the command
+# line): the embedded synthetic dataset is small (about 256 px images), so `detnorm-train --norm gn`
+# trains a ResNet-18 at small scale for a few minutes on a laptop CPU instead of the COCO recipe.
+# configs/cpu/base.yaml states the same values for the CPU scenario files.
+EMBEDDED_PRESET: dict[str, Any] = {
+    "depth": 18,
+    "train_scales": [160, 192, 224],
+    "max_size": 320,
+    "test_size": 192,
+    "max_steps": 300,
+    "eval_period": 100,
+    "precise_bn_iters": 20,
+    "log_every_n_steps": 10,
+    "model_kwargs": {
+        "rpn_batch_size_per_image": 64,
+        "rpn_pre_nms_top_n_train": 600,
+        "rpn_post_nms_top_n_train": 300,
+        "rpn_pre_nms_top_n_test": 300,
+        "rpn_post_nms_top_n_test": 100,
+        "box_batch_size_per_image": 64,
+        "box_detections_per_img": 50,
+    },
+}
+DATA_KEYS = ("data", "train_ann", "train_images", "val_ann", "val_images")
+
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+NORM_KEYS = ("norm", "backbone_norm", "fpn_norm", "box_head_norm", "mask_head_norm")
+
+
+class ConfigError(ValueError):
+    """A bad config value. ``str(e)`` is one line naming the option and what is allowed."""
+
+
+def option(key: str) -> str:
+    """The command-line spelling of a config key: ``gn_groups`` -> ``--gn-groups``."""
+    return "--" + key.replace("_", "-")
+
+
+def load_yaml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Read a config file (and its ``base`` files first) into a merged dict of known keys."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"--config {path}: 'base' files form a cycle")
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: must be a mapping of option: value")
+    bases = data.pop("base", None) or []
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = merge(merged, load_yaml(path.parent / base, (*_seen, path.resolve())))
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: unknown key {unknown[0]!r}; allowed keys: base, {', '.join(DEFAULTS)}"
+        )
+    return merge(merged, data)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``override`` wins key by key; ``model_kwargs`` dicts merge one level deep."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key == "model_kwargs" and isinstance(value, dict):
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def build_config(config_files=(), overrides: dict | None = None) -> dict:
+    """DEFAULTS < [EMBEDDED_PRESET] < each config file in order < ``overrides``.
+
+    Entries of ``overrides`` that are None are ignored. :data:`EMBEDDED_PRESET` applies when
+    no source names a dataset, i.e. when the run uses the embedded synthetic data.
+    """
+    files = [load_yaml(path) for path in config_files]
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cfg = copy.deepcopy(DEFAULTS)
+    if not any(src.get(k) is not None for src in (*files, flags) for k in DATA_KEYS):
+        cfg = merge(cfg, EMBEDDED_PRESET)
+    for layer in files:
+        cfg = merge(cfg, layer)
+    cfg = merge(cfg, flags)
+    validate(cfg)
+    return cfg
+
+
+def _int(cfg: dict, key: str, low: int, high: int | None = None, *, none_ok: bool = False) -> None:
+    value = cfg[key]
+    if value is None and none_ok:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if not ok or (high is not None and value > high):
+        allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise ConfigError(f"{option(key)}: must be {allowed}, got {value!r}")
+
+
+def _choice(cfg: dict, key: str, allowed, *, none_ok: bool = False) -> None:
+    value = cfg[key]
+    if (value is None and none_ok) or value in allowed:
+        return
+    raise ConfigError(f"{option(key)}: got {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def _path(cfg: dict, key: str, kind: str) -> None:
+    value = cfg[key]
+    if value is None:
+        return
+    p = Path(str(value)).expanduser()
+    if not (p.is_dir() if kind == "dir" else p.is_file()):
+        what = "directory" if kind == "dir" else "file"
+        raise ConfigError(f"{option(key)}: {what} not found: {value}")
+
+
+def validate(cfg: dict) -> None:
+    """Raise :class:`ConfigError` (one line naming the option) on the first bad value."""
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}")
+    for key in NORM_KEYS:
+        _choice(cfg, key, NORM_NAMES, none_ok=key != "norm")
+    _int(cfg, "gn_groups", 1)
+    _choice(cfg, "depth", (18, 34, 50, 101))
+    _choice(cfg, "box_head", ("2fc", "4conv1fc"), none_ok=True)
+    _int(cfg, "trainable_backbone_layers", 0, 5, none_ok=True)
+    _choice(cfg, "input_format", ("rgb", "caffe2"), none_ok=True)
+    _choice(cfg, "stride_in_1x1", (True, False), none_ok=True)
+    _choice(cfg, "schedule", tuple(SCHEDULES))
+    _int(cfg, "max_steps", 1, none_ok=True)
+    for key in ("base_lr", "warmup_factor"):
+        if not isinstance(cfg[key], (int, float)) or cfg[key] <= 0:
+            raise ConfigError(f"{option(key)}: must be a positive number, got {cfg[key]!r}")
+    _int(cfg, "warmup_iters", 0)
+    for key in ("weight_decay", "norm_weight_decay", "momentum"):
+        if not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
+            raise ConfigError(f"{option(key)}: must be a number >= 0, got {cfg[key]!r}")
+    for key in ("batch_size", "devices", "num_nodes", "max_size", "test_size", "precise_bn_iters"):
+        _int(cfg, key, 1)
+    _int(cfg, "num_workers", 0)
+    _int(cfg, "seed", 0)
+    _int(cfg, "log_every_n_steps", 1)
+    for key in ("eval_period", "checkpoint_period"):
+        _int(cfg, key, 1, none_ok=True)
+    _choice(cfg, "accelerator", ACCELERATORS)
+    _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "eval_backend", ("pycocotools", "faster"))
+    for key in ("deterministic", "precise_bn"):
+        _choice(cfg, key, (True, False))
+    scales = cfg["train_scales"]
+    if (
+        not isinstance(scales, (list, tuple))
+        or not scales
+        or not all(isinstance(s, int) and s > 0 for s in scales)
+    ):
+        raise ConfigError(f"--train-scales: must be a list of positive integers, got {scales!r}")
+    if not isinstance(cfg["model_kwargs"], dict):
+        raise ConfigError(f"model_kwargs: must be a mapping, got {cfg['model_kwargs']!r}")
+    pretrained = cfg["pretrained"]
+    if pretrained not in ("none", "imagenet") and not Path(str(pretrained)).expanduser().is_file():
+        raise ConfigError(
+            f"--pretrained: got {pretrained!r}; allowed: none, imagenet, or an existing weights file"
+        )
+    _path(cfg, "data", "dir")
+    _path(cfg, "train_ann", "file")
+    _path(cfg, "val_ann", "file")
+    _path(cfg, "train_images", "dir")
+    _path(cfg, "val_images", "dir")
+    if cfg["resume"] not in (None, "auto"):
+        _path(cfg, "resume", "file")
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as YAML to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(obj, f, sort_keys=False, default_flow_style=None)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,145 @@
+"""Learning-rate schedule: Detectron's recipe scaled to the real batch size.
+
+Reference recipe (16 images per iteration): base LR 0.02, linear warmup from ``0.001 * LR``
+over 1000 iterations, then LR x0.1 at two steps:
+
+=========  ===========  =================
+schedule   iterations   steps (x0.1)
+=========  ===========  =================
+1x         90k          60k, 80k
+2x         180k         120k, 160k
+3x         270k         210k, 250k
+=========  ===========  =================
+
+Linear scaling rule (Goyal et al.; detectron2's ``reference_world_size``): with ``B`` images per
+iteration the LR is ``base_lr * B / 16`` and every iteration count (total, steps, warmup) is
+multiplied by ``16 / B`` and rounded, so the run sees the same number of epochs.
+
+``max_steps`` (``--max-steps``) shortens a run by compressing the whole scaled schedule: the
+total becomes ``max_steps``; the two decay steps and the warmup keep their fractions of the
+total (e.g. 1x with ``max_steps=300``: warmup ~3, steps 200 and 267). The LR is unchanged.
+A ``max_steps`` larger than the schedule stretches it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+__all__ = [
+    "REFERENCE_BATCH",
+    "SCHEDULES",
+    "ScheduleSpec",
+    "WarmupStepFactor",
+    "build_lr_scheduler",
+    "resolve_schedule",
+]
+
+REFERENCE_BATCH = 16
+# name -> (total iterations, decay steps) at REFERENCE_BATCH images per iteration
+SCHEDULES: dict[str, tuple[int, tuple[int, ...]]] = {
+    "1x": (90_000, (60_000, 80_000)),
+    "2x": (180_000, (120_000, 160_000)),
+    "3x": (270_000, (210_000, 250_000)),
+}
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A resolved schedule in real optimizer steps (iterations at the real batch size)."""
+
+    lr: float  # peak LR after warmup
+    max_steps: int
+    milestones: tuple[int, ...]  # steps after which the LR is multiplied by gamma
+    warmup_iters: int
+    warmup_factor: float  # LR factor at step 0
+    gamma: float = 0.1
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def resolve_schedule(
+    schedule: str,
+    total_batch_size: int,
+    *,
+    base_lr: float = 0.02,
+    max_steps: int | None = None,
+    warmup_iters: int = 1000,
+    warmup_factor: float = 0.001,
+    gamma: float = 0.1,
+) -> ScheduleSpec:
+    """Scale ``schedule`` ("1x"|"2x"|"3x") to ``total_batch_size`` images per step.
+
+    ``base_lr`` and ``warmup_iters`` are given at 16 images per step, like the schedule.
+    Raises ``ValueError`` naming the bad argument.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f"schedule: unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}"
+        )
+    if not isinstance(total_batch_size, int) or total_batch_size < 1:
+        raise ValueError(f"total_batch_size must be a positive integer, got {total_batch_size!r}")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    if warmup_iters < 0:
+        raise ValueError(f"warmup_iters must be >= 0, got {warmup_iters!r}")
+    if not 0.0 < warmup_factor <= 1.0:
+        raise ValueError(f"warmup_factor must be in (0, 1], got {warmup_factor!r}")
+    total, steps = SCHEDULES[schedule]
+    scale = REFERENCE_BATCH / total_batch_size
+    total_scaled = max(1, round(total * scale))
+    steps_scaled = [round(s * scale) for s in steps]
+    warmup_scaled = round(warmup_iters * scale)
+    if max_steps is not None:
+        ratio = max_steps / total_scaled
+        steps_scaled = [round(s * ratio) for s in steps_scaled]
+        warmup_scaled = round(warmup_scaled * ratio)
+        total_scaled = max_steps
+    return ScheduleSpec(
+        lr=base_lr * total_batch_size / REFERENCE_BATCH,
+        max_steps=total_scaled,
+        milestones=tuple(steps_scaled),
+        warmup_iters=warmup_scaled,
+        warmup_factor=warmup_factor,
+        gamma=gamma,
+    )
+
+
+class WarmupStepFactor:
+    """LR multiplier at step ``it`` (0-based): linear warmup times step decay.
+
+    ``factor(it) = w(it) * gamma ** (number of milestones <= it)`` where
+    ``w(it) = warmup_factor + (1 - warmup_factor) * it / warmup_iters`` for ``it < warmup_iters``
+    and 1 afterwards (detectron2's "linear" warmup). A plain object (not a lambda), so
+    ``LambdaLR.state_dict`` stores it and checkpoints pickle.
+    """
+
+    def __init__(
+        self, milestones: tuple[int, ...], warmup_iters: int, warmup_factor: float, gamma: float
+    ):
+        self.milestones = tuple(sorted(milestones))
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.gamma = gamma
+
+    def __call__(self, it: int) -> float:
+        decay = self.gamma ** sum(1 for m in self.milestones if it >= m)
+        if it >= self.warmup_iters:
+            return decay
+        alpha = it / self.warmup_iters
+        return decay * (self.warmup_factor * (1 - alpha) + alpha)
+
+
+def build_lr_scheduler(optimizer: Optimizer, spec: ScheduleSpec) -> LambdaLR:
+    """``LambdaLR`` implementing ``spec``; the optimizer's group LRs must equal ``spec.lr``.
+
+    Step it once per optimizer step (Lightning ``interval="step"``); the LR used at step ``it``
+    is ``spec.lr * WarmupStepFactor(...)(it)``.
+    """
+    fn = WarmupStepFactor(spec.milestones, spec.warmup_iters, spec.warmup_factor, spec.gamma)
+    return LambdaLR(optimizer, lr_lambda=fn)
