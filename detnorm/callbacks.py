@@ -10,14 +10,13 @@ Lightning's default (fsspec's local "transaction") writes to the system temp dir
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import functools
 import hashlib
 import math
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+from detnorm.io import atomic_write
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -49,25 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        atomic_write(path, functools.partial(torch.save, checkpoint), binary=True)
 
 
 class EvalAtEnd(pl.Callback):
@@ -191,12 +174,13 @@ class _KeepingWriter(ExperimentWriter):
             keys = list(reader.fieldnames or [])
             rows = [r for r in reader if r.get("step") and int(r["step"]) < self.keep_before_step]
         self.metrics_keys = sorted(keys)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.csv.", suffix=".tmp")
-        with os.fdopen(fd, "w", newline="") as f:
+
+        def write(f) -> None:
             writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
+
+        atomic_write(path, write)
 
 
 class RunCSVLogger(CSVLogger):

@@ -13,13 +13,14 @@ every other key is replaced whole.
 from __future__ import annotations
 
 import copy
+import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from detnorm.io import atomic_write
 from detnorm.norm import NORM_NAMES
 from detnorm.schedule import SCHEDULES
 
@@ -265,17 +266,7 @@ def validate(cfg: dict) -> None:
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as YAML to ``path`` atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(obj, f, sort_keys=False, default_flow_style=None)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``obj`` as YAML to ``path`` atomically (:func:`detnorm.io.atomic_write`)."""
+    return atomic_write(
+        path, functools.partial(yaml.safe_dump, obj, sort_keys=False, default_flow_style=None)
+    )

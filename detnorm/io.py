@@ -8,28 +8,33 @@ complete file, never a half-written one, even if the process is killed mid-write
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> Path:
-    """Write ``obj`` as strict JSON to ``path`` atomically and return the path.
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO], None], *, binary: bool = False
+) -> Path:
+    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place.
 
-    The data goes to a temporary file in the same directory (so the rename never crosses a
-    file system), is flushed and fsync'ed, and then ``os.replace`` puts it in place. The
-    parent directory is created if needed. NaN and infinity are refused (``ValueError``),
-    because they are not JSON; use ``None`` for undefined numbers.
+    The file is flushed and fsync'ed before ``os.replace`` (the rename never crosses a file
+    system, since the temporary file is in the same directory), and the directory is fsync'ed
+    after it, so ``path`` holds either its old or its new complete content, even if the
+    process is killed mid-write. The parent directory is created if needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, allow_nan=False)
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
+        ) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +44,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> Path:
+    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`atomic_write`).
+
+    NaN and infinity are refused (``ValueError``), because they are not JSON; use ``None`` for
+    undefined numbers.
+    """
+    return atomic_write(path, functools.partial(_dump_json, obj, indent=indent))
+
+
+def _dump_json(obj: Any, f: IO, *, indent: int | None) -> None:
+    json.dump(obj, f, indent=indent, allow_nan=False)
 
 
 def _fsync_dir(directory: Path) -> None:
