@@ -8,9 +8,33 @@ against step) and ``loss.png`` (loss curves), in the output directory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-from detnorm.compare import compare_runs, parse_metric
+from detnorm.compare import build_table, load_runs, parse_metric
+from detnorm.plots import plot_ap, plot_losses
+
+
+def compare_runs(
+    paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, metric: str = "segm/AP"
+) -> tuple[str, list[Path]]:
+    """Load the runs, write ``compare.md``, ``ap.png`` and ``loss.png``; return (table, files)."""
+    parse_metric(metric)
+    runs = load_runs(paths)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    table = build_table(runs, metric)
+    md = output_dir / "compare.md"
+    md.write_text(table, encoding="utf-8")
+    stat = metric.split("/", 1)[1]
+    files = [
+        md,
+        plot_ap(runs, output_dir / "ap.png", stat),
+        plot_losses(runs, output_dir / "loss.png"),
+    ]
+    return table, files
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,9 +18,9 @@ from detnorm.compare import (
     load_runs,
     norm_summary,
     read_metrics_csv,
-    smooth,
     total_steps,
 )
+from detnorm.plots import smooth
 
 TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
