@@ -20,13 +20,17 @@ class _Capture:
 
         class Capture(pl.Callback):
             def __init__(self):
-                self.init, self.images, self.after_step1 = None, [], None
+                self.init, self.images, self.after_step1, self.val_ids = None, [], None, []
 
             def on_train_start(self, trainer, pl_module):
                 self.init = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 self.images.append([im.detach().clone() for im in batch[0]])
+
+            def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *_):
+                if not trainer.sanity_checking:
+                    self.val_ids.extend(int(t["image_id"]) for t in batch[1])
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
                 if trainer.global_step == 1:
@@ -68,6 +72,7 @@ def _worker(rank, world, argv):
         "hparams": dict(run.module.hparams),
         "world": run.trainer.world_size,
         "metrics": run.metrics,
+        "val_ids": capture.val_ids,
     }
 
 
@@ -118,3 +123,19 @@ def test_ddp_two_processes_sync_bn(square_data, tmp_path):
             assert not torch.equal(ref[k], r0["init"][k]), k  # the statistics did move
             checked += 1
     assert checked >= 2 * 20  # every BN of the ResNet-18 body and the FPN
+
+    # each rank evaluated its own half of the val images, and the gathered metrics equal one
+    # process evaluating the final checkpoint on all of them
+    import json
+
+    from detnorm.cli_eval import main as eval_main
+
+    assert len(r0["val_ids"]) == len(r1["val_ids"]) == 1
+    assert set(r0["val_ids"]).isdisjoint(r1["val_ids"])
+    out = tmp_path / "eval"
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    argv = ["--checkpoint", str(ckpt), "--data", str(square_data), "--output-dir", str(out)]
+    assert eval_main(argv) == 0
+    evaluated = json.loads((out / "metrics.json").read_text())
+    for iou_type in ("bbox", "segm"):
+        assert evaluated[iou_type] == r0["metrics"][iou_type], iou_type

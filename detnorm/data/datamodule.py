@@ -5,9 +5,9 @@ Batches are ``(list[Tensor (3, H, W) float32 RGB in [0, 1]], list[dict])``, targ
 keep their original size (the model resizes in eval), see ``transforms`` for the reasoning.
 
 DDP: the train loader uses ``GroupedBatchSampler`` which shards by rank itself, so the Trainer
-must be built with ``use_distributed_sampler=False``. Val/test loaders are NOT sharded: every rank
-iterates the full split in order (COCO evaluation needs every image exactly once, which a padded
-``DistributedSampler`` would break); evaluate on rank 0 or gather as you prefer.
+must be built with ``use_distributed_sampler=False``. Val/test loaders give each rank every W-th
+image with ``ShardSampler`` and no padding (COCO evaluation needs every image exactly once, which
+a padded ``DistributedSampler`` would break); the module gathers the predictions by image id.
 
 Mid-epoch resume: this module's ``state_dict()`` (saved by Lightning in every checkpoint) holds the
 train sampler's ``{"epoch", "consumed"}``; ``load_state_dict()`` arms the sampler so the resumed
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
 from .coco import CocoInstanceDataset
 from .paths import resolve_data_paths
-from .sampler import GroupedBatchSampler
+from .sampler import GroupedBatchSampler, ShardSampler
 from .synthetic import ensure_default_dataset
 from .transforms import build_train_transform
 
@@ -193,11 +193,13 @@ class DetectionDataModule(pl.LightningDataModule):
     def _eval_loader(self, dataset) -> DataLoader:
         # One image per batch, as detectron2 evaluates: batching pads images to a common size,
         # which changes features near the borders and so the metrics. With batch 1 the numbers
-        # do not depend on --batch-size.
+        # do not depend on --batch-size. Under DDP each rank evaluates its own share of the
+        # images (the module gathers the predictions).
+        world, rank = self._world()
         return DataLoader(
             dataset,
             batch_size=1,
-            sampler=SequentialSampler(dataset),
+            sampler=ShardSampler(len(dataset), num_replicas=world, rank=rank),
             num_workers=self.num_workers,
             collate_fn=collate_detection,
             pin_memory=self.pin_memory,

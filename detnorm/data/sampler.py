@@ -157,3 +157,21 @@ class GroupedBatchSampler(Sampler[list[int]]):
             )
         self._pending = (int(state["epoch"]), int(state["consumed"]))
         self.set_epoch(self.epoch)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + W, rank + 2W, ...`` of a dataset of ``length``: each evaluation
+    image goes to exactly one rank, without padding (a padded sampler would evaluate some images
+    twice). Ranks may get one image more or less; evaluation runs no collectives per batch, and
+    the predictions are gathered by image id afterwards."""
+
+    def __init__(self, length: int, *, num_replicas: int = 1, rank: int = 0):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} must be in [0, num_replicas={num_replicas})")
+        self.length, self.num_replicas, self.rank = int(length), int(num_replicas), int(rank)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))

@@ -108,3 +108,16 @@ def test_augmentation_seeds_depend_on_seed_epoch_and_index_only():
     resumed = GroupedBatchSampler(GROUPS, 4, seed=3, with_seeds=True)
     resumed.load_state_dict({"epoch": 2, "consumed": 5, "seed": 3})
     assert _epoch(resumed, 2) == batches[5:]
+
+
+@pytest.mark.parametrize("length, world", [(10, 3), (2, 4), (0, 2), (7, 1)])
+def test_shard_sampler_gives_each_index_to_exactly_one_rank(length, world):
+    from detnorm.data.sampler import ShardSampler
+
+    shards = [list(ShardSampler(length, num_replicas=world, rank=r)) for r in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(length))
+    assert [len(ShardSampler(length, num_replicas=world, rank=r)) for r in range(world)] == [
+        len(s) for s in shards
+    ]
+    with pytest.raises(ValueError, match="rank 3 must be in"):
+        ShardSampler(length, num_replicas=3, rank=3)
