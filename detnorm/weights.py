@@ -6,6 +6,9 @@ source (``detect_format``)        loads into                           layouts i
 torchvision ImageNet ResNet       ``model.backbone.body``              backbone bn / frozen_bn /
 (``torchvision_resnet``,                                               sync_bn; any FPN and heads
 ``"imagenet"``)
+the same, GN/LN/IN-pretrained     ``model.backbone.body``              backbone with the same
+(``tools/pretrain_backbone.py``;                                       GroupNorm (groups checked
+no running statistics)                                                 by ``<file>.json``)
 torchvision Mask R-CNN COCO       the whole model                      ``TORCHVISION_LAYOUTS``
 (``torchvision_maskrcnn``,                                             (v1: frozen_bn backbone,
 ``"coco"``, ``"coco_v2"``)                                             rest none, 2fc; v2: all bn)
@@ -27,6 +30,7 @@ Mask R-CNN checkpoints with another class count get fresh class-specific predict
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -45,7 +49,7 @@ from detnorm.checkpoints import (
     resolve_source,
 )
 from detnorm.model import get_stride_in_1x1, set_stride_in_1x1
-from detnorm.norm import FrozenBatchNorm2d, WSConv2d, is_norm_module
+from detnorm.norm import FrozenBatchNorm2d, WSConv2d, describe_norm, is_norm_module, norm_layer
 from detnorm.transform import set_input_format
 
 __all__ = [
@@ -129,6 +133,47 @@ def _require_backbone(body: nn.Module, path: Path, *, gn: bool) -> None:
         )
 
 
+def _pretrain_meta(path: Path) -> dict:
+    """The sidecar ``<weights>.json`` of ``tools/pretrain_backbone.py`` ({} when absent)."""
+    side = path.with_name(path.name + ".json")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _require_group_norm(body: nn.Module, path: Path, meta: dict) -> None:
+    """Refuse torchvision-layout weights pretrained with GN/LN/IN (no running statistics)
+    for a backbone without GroupNorm, or, when the sidecar names the norm, with other groups."""
+    norms = [m for m in body.modules() if is_norm_module(m)]
+    kinds = sorted({type(m).__name__ for m in norms}) or ["no norm layers"]
+    trained = meta.get("norm", "a GroupNorm-family norm (gn, ln, in or gn_ws)")
+    if not norms or not all(isinstance(m, nn.GroupNorm) for m in norms):
+        raise WeightsError(
+            f"{path}: these torchvision-layout weights were pretrained with {trained} (their "
+            f"norm layers have no running statistics), but the backbone has {', '.join(kinds)}; "
+            "build the model with the norm they were pretrained with (e.g. --backbone-norm gn) "
+            "or use BatchNorm-pretrained weights for frozen_bn, bn or sync_bn"
+        )
+    if meta.get("norm") in ("gn", "ln", "in", "gn_ws"):
+        groups = int(meta.get("gn_groups", 32))
+        make = norm_layer(meta["norm"], groups=groups)
+        ws = any(isinstance(m, WSConv2d) for m in body.modules())
+        for name, m in body.named_modules():
+            if isinstance(m, nn.GroupNorm) and make(m.num_channels).num_groups != m.num_groups:
+                raise WeightsError(
+                    f"{path}: pretrained with {describe_norm(meta['norm'], groups=groups)}, "
+                    f"but backbone layer {name} has GroupNorm({m.num_groups}, {m.num_channels}); "
+                    "build the backbone with the same norm and --gn-groups"
+                )
+        if ws != (meta["norm"] == "gn_ws"):
+            raise WeightsError(
+                f"{path}: pretrained with {meta['norm']}, but the backbone "
+                f"{'has' if ws else 'has no'} weight-standardized convs; use the same norm"
+            )
+
+
 def _upgrade_legacy_keys(state: dict) -> int:
     """Rename keys of torchvision < 0.12 checkpoints (RPN conv, mask head) in place."""
     renames = {
@@ -203,7 +248,10 @@ def load_weights(
                         ignored=ignored, stride_in_1x1=get_stride_in_1x1(body))  # fmt: skip
     input_format, stride = "rgb", False
     if fmt == "torchvision_resnet":
-        _require_backbone(body, path, gn=False)
+        if any(k.endswith(".running_mean") for k in state):
+            _require_backbone(body, path, gn=False)
+        else:  # norm layers without running statistics: a GroupNorm-family pretraining
+            _require_group_norm(body, path, _pretrain_meta(path))
         report.ignored += [k for k in state if k.startswith("fc.")]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     elif fmt == "caffe2":
