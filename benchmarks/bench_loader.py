@@ -2,6 +2,9 @@
 
     python benchmarks/bench_loader.py [--out bench_loader.json] [--batches 30]
 
+``loader_vs_model()`` (used by ``benchmarks/run.py``) sets the loader's images/s beside the
+images/s a training step consumes at the same settings (embedded preset; 800x1333 with R50).
+
 Measures training-loader images/s (decode + mask decode + resize/flip + tensor conversion +
 collate) for num_workers 0, 1, 2 on
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detnorm.data import DetectionDataModule, ensure_default_dataset, generate_dataset
 from detnorm.data.image_io import DECODERS, read_image
 
@@ -49,6 +53,43 @@ def loader_rate(root, scales, max_size, workers, batches, batch_size=2) -> float
     rate = n / (time.perf_counter() - start)
     del it, loader
     return rate
+
+
+def model_rate(setting: str, steps: int = 2, norm: str = "gn", device: str = "cpu") -> float:
+    """Images/s the model consumes in training (plain step, in-memory batches of 2; the first
+    step is warm-up)."""
+    from common import build_model, fixed_batches, sgd, timed, to_device, train_step
+
+    batches = [to_device(b, device) for b in fixed_batches(setting, steps + 1)]
+    torch.manual_seed(0)
+    model = build_model(setting, norm, box_head=None).to(device).train()
+    opt = sgd(model)
+    train_step(model, opt, batches[0])
+    seconds = sum(timed(lambda b=b: train_step(model, opt, b), device) for b in batches[1:])
+    return sum(len(b[0]) for b in batches[1:]) / seconds
+
+
+def loader_vs_model(
+    settings=("embedded", "800"),
+    workers: int = 2,
+    batches: int = 20,
+    steps: int = 2,
+    device: str = "cpu",
+) -> list[dict]:
+    """Loader images/s (``workers`` workers, batch 2) against model images/s, same settings."""
+    from common import SETTINGS, dataset_root
+
+    rows = []
+    for setting in settings:
+        s = SETTINGS[setting]
+        load = loader_rate(dataset_root(setting), s["scales"], s["max_size"], workers, batches)
+        model = model_rate(setting, steps, device=device)
+        rows.append({"setting": setting, "depth": s["depth"], "scales": list(s["scales"]),
+                     "max_size": s["max_size"], "workers": workers, "loader_images_per_s": load,
+                     "model_images_per_s": model, "ratio": load / model})  # fmt: skip
+        print(f"{setting}: loader {load:.1f} img/s, model {model:.2f} img/s, "
+              f"{load / model:.0f}x", flush=True)  # fmt: skip
+    return rows
 
 
 def decoder_times(files, repeats=1) -> dict:

@@ -60,7 +60,7 @@ _FLAGS: dict[str, tuple] = {
     "--eval-period": (int, "evaluate every N steps (default: only at the end)"),
     "--checkpoint-period": (int, "write step=N.ckpt every N steps (default: --eval-period)"),
     "--precise-bn-iters": (int, "batches for PreciseBN (default 200)"),
-    "--eval-backend": (str, "pycocotools or faster"),
+    "--eval-backend": (str, "faster (default) or pycocotools"),
     "--log-every-n-steps": (int, "logging interval"),
 }
 

@@ -3,7 +3,7 @@
 Results mode::
 
     tools/eval.py --ann GT.json --results RESULTS.json [--iou-types bbox segm]
-                  [--output-dir DIR] [--backend pycocotools|faster] [--per-category]
+                  [--output-dir DIR] [--backend faster|pycocotools] [--per-category]
 
 scores a COCO results file (a JSON list of detections) from any model, prints the AP table and
 writes ``metrics.json`` to ``--output-dir`` (default: the results file's directory). The iou
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from detnorm.evaluation import (
     BACKENDS,
+    DEFAULT_BACKEND,
     IOU_TYPES,
     check_results,
     evaluate_coco,
@@ -61,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iou-types", nargs="+", choices=IOU_TYPES, help="default: bbox, and segm if available"
     )
     p.add_argument("--output-dir", type=Path, help="where metrics.json goes")
-    p.add_argument("--backend", choices=BACKENDS, default="pycocotools", help="COCOeval engine")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="COCOeval engine (default: faster, i.e. faster-coco-eval; same stats as pycocotools)",
+    )
     p.add_argument("--per-category", action="store_true", help="also print per-category AP")
     return p
 

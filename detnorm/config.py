@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "precise_bn": True,  # PreciseBN before each evaluation when bn/sync_bn is used
     "precise_bn_iters": 200,
     "log_every_n_steps": 20,
-    "eval_backend": "pycocotools",
+    "eval_backend": "faster",  # falls back to pycocotools if faster-coco-eval is missing
 }
 
 # Under configs and flags when no dataset is named (neither in a config file nor on the command

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +36,7 @@ from detnorm.io import read_json, save_results, write_json_atomic
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "IOU_TYPES",
     "STAT_NAMES",
     "check_results",
@@ -42,6 +45,7 @@ __all__ = [
     "format_per_category_table",
     "gather_predictions",
     "load_gt_dataset",
+    "resolve_backend",
     "predictions_to_coco",
     "save_results",
     "write_json_atomic",
@@ -53,6 +57,7 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
 # fmt: on
 IOU_TYPES = ("bbox", "segm")
 BACKENDS = ("pycocotools", "faster")
+DEFAULT_BACKEND = "faster"  # 3-8x faster than pycocotools here, same stats (BENCHMARKS.md)
 MASK_THRESHOLD = 0.5  # a pixel belongs to the mask when its probability is > 0.5
 
 
@@ -213,7 +218,7 @@ def evaluate_coco(
     results: Any,
     *,
     iou_types: Iterable[str] = IOU_TYPES,
-    backend: str = "pycocotools",
+    backend: str = DEFAULT_BACKEND,
 ) -> dict[str, dict]:
     """Run COCOeval and return ``{iou_type: {stat: value, ..., "per_category": {name: AP}}}``.
 
@@ -221,17 +226,35 @@ def evaluate_coco(
     or one list / json path used for every iou type. Stats are the 12 of ``STAT_NAMES`` x100;
     ``None`` where COCO leaves them undefined (pycocotools' -1, e.g. APs with no small GT).
     Per-category AP is at IoU .50:.95, all areas, 100 detections, ``None`` if undefined.
-    ``backend``: ``"pycocotools"`` or ``"faster"`` (faster-coco-eval, same numbers).
+    ``backend``: ``"faster"`` (faster-coco-eval, the default; same numbers) or
+    ``"pycocotools"``; see :func:`resolve_backend` for the fallback.
     """
     iou_types = _check_iou_types(iou_types)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown evaluation backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    backend = resolve_backend(backend)
     dataset = load_gt_dataset(gt, iou_types)
     by_type = _load_results(results, iou_types)
     for iou_type, dets in by_type.items():
         check_results(dataset, dets, iou_type)
     run = _run_pycocotools if backend == "pycocotools" else _run_faster
     return {t: _metrics(run(dataset, _copy_results(by_type[t], t), t)) for t in iou_types}
+
+
+_fallback_noticed = False
+
+
+def resolve_backend(backend: str) -> str:
+    """``backend`` if it can run. ``"faster"`` without faster-coco-eval installed falls back to
+    ``"pycocotools"`` (identical stats, slower) with a one-line notice on stderr, once."""
+    global _fallback_noticed
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown evaluation backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "faster" and importlib.util.find_spec("faster_coco_eval") is None:
+        if not _fallback_noticed:
+            print("detnorm: faster-coco-eval is not installed; evaluating with pycocotools "
+                  "(same numbers, slower)", file=sys.stderr)  # fmt: skip
+            _fallback_noticed = True
+        return "pycocotools"
+    return backend
 
 
 def _copy_results(results: list[dict], iou_type: str) -> list[dict]:
@@ -261,13 +284,8 @@ def _run_pycocotools(dataset: dict, dets: list[dict], iou_type: str) -> COCOeval
 
 
 def _run_faster(dataset: dict, dets: list[dict], iou_type: str):
-    try:
-        from faster_coco_eval import COCO as FasterCOCO
-        from faster_coco_eval import COCOeval_faster
-    except ImportError as e:
-        raise ValueError(
-            "backend 'faster' needs faster-coco-eval (pip install 'detnorm[fast-eval]')"
-        ) from e
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
 
     def quiet(*args, **kwargs):
         pass

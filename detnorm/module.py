@@ -56,7 +56,8 @@ class DetnormModule(pl.LightningModule):
         schedule, total_batch_size, base_lr, max_steps, warmup_iters, warmup_factor: see
             ``detnorm.schedule.resolve_schedule`` (``base_lr``/``warmup_iters`` at 16 images).
         weight_decay, norm_weight_decay, momentum: SGD settings.
-        eval_backend: ``"pycocotools"`` or ``"faster"`` (faster-coco-eval).
+        eval_backend: ``"faster"`` (faster-coco-eval; pycocotools when it is not installed) or
+            ``"pycocotools"``; both give the same stats.
 
     ``output_dir`` (attribute, not a hyperparameter): where evaluation writes
     ``results_{bbox,segm}.json`` and ``metrics.json``; None falls back to
@@ -90,7 +91,7 @@ class DetnormModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         norm_weight_decay: float = 0.0,
         momentum: float = 0.9,
-        eval_backend: str = "pycocotools",
+        eval_backend: str = "faster",
     ):
         super().__init__()
         self.save_hyperparameters()

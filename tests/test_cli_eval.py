@@ -154,7 +154,7 @@ def test_checkpoint_mode_delegates_to_detnorm_cli(monkeypatch, tmp_path, capsys)
     assert code == 0, err
     args = seen["args"]
     assert args.checkpoint == ckpt and args.data == "d"
-    assert args.extra_args == ["--val-ann", "v.json"] and args.backend == "pycocotools"
+    assert args.extra_args == ["--val-ann", "v.json"] and args.backend == "faster"
 
 
 def test_shim_runs_from_a_checkout(files, tmp_path):

@@ -280,7 +280,7 @@ def test_empty_results_score_zero(synthetic):
 
 def test_faster_backend_matches_pycocotools(synthetic):
     pytest.importorskip("faster_coco_eval")
-    ref = evaluate_coco(synthetic["gt_path"], synthetic["results"])
+    ref = evaluate_coco(synthetic["gt_path"], synthetic["results"], backend="pycocotools")
     fast = evaluate_coco(synthetic["gt_path"], synthetic["results"], backend="faster")
     for iou_type in ("bbox", "segm"):
         for name in STAT_NAMES:
@@ -288,6 +288,19 @@ def test_faster_backend_matches_pycocotools(synthetic):
             assert (a is None and b is None) or abs(a - b) <= 1e-6 * 100, (iou_type, name)
         for name, a in ref[iou_type]["per_category"].items():
             assert abs(a - fast[iou_type]["per_category"][name]) <= 1e-6 * 100
+
+
+def test_default_backend_falls_back_to_pycocotools(synthetic, monkeypatch, capsys):
+    assert ev.DEFAULT_BACKEND == "faster"
+    ref = evaluate_coco(synthetic["gt_path"], synthetic["results"], backend="pycocotools")
+    real_find_spec = ev.importlib.util.find_spec
+    monkeypatch.setattr(ev.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "faster_coco_eval" else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(ev, "_fallback_noticed", False)
+    assert ev.resolve_backend("faster") == "pycocotools"
+    assert evaluate_coco(synthetic["gt_path"], synthetic["results"]) == ref
+    err = capsys.readouterr().err
+    assert err.count("faster-coco-eval is not installed") == 1 and len(err.splitlines()) == 1
 
 
 def test_invalid_arguments(synthetic):
