@@ -111,7 +111,7 @@ def run_training(cfg: dict):
     import pytorch_lightning as pl
 
     from detnorm import training as T
-    from detnorm.evaluation import format_metrics_table
+    from detnorm.tables import format_metrics_table
 
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     world = cfg["devices"] * cfg["num_nodes"]
@@ -161,8 +161,8 @@ def evaluate(args: argparse.Namespace, extra: argparse.Namespace) -> int:
     import pytorch_lightning as pl
 
     from detnorm import training as T
-    from detnorm.evaluation import format_metrics_table, format_per_category_table
     from detnorm.module import DetnormModule
+    from detnorm.tables import format_metrics_table, format_per_category_table
 
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():

@@ -26,11 +26,10 @@ from detnorm.evaluation import (
     IOU_TYPES,
     check_results,
     evaluate_coco,
-    format_metrics_table,
-    format_per_category_table,
     load_gt_dataset,
 )
 from detnorm.io import read_json, write_json_atomic
+from detnorm.tables import format_metrics_table, format_per_category_table
 
 PROG = "tools/eval.py"
 

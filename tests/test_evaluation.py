@@ -20,13 +20,12 @@ from detnorm import evaluation as ev
 from detnorm.evaluation import (
     STAT_NAMES,
     evaluate_coco,
-    format_metrics_table,
-    format_per_category_table,
     gather_predictions,
     predictions_to_coco,
     save_results,
     write_json_atomic,
 )
+from detnorm.tables import format_metrics_table, format_per_category_table
 
 CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}, {"id": 7, "name": "bird"}]
 LABEL_TO_CAT = {1: 1, 2: 3, 3: 7}  # contiguous model labels -> sparse COCO ids
