@@ -1,7 +1,7 @@
 """``detnorm-train`` / ``tools/train.py``: train Mask R-CNN with a norm per component.
 
     detnorm-train --norm gn                          # embedded data, CPU-friendly defaults
-    detnorm-train --config configs/coco/gn_3x.yaml --data /data/coco --devices 8
+    detnorm-train --config configs/coco/gn_4conv1fc_3x.yaml --data /data/coco --devices 8
 
 Configs stack (``--config a.yaml --config b.yaml``, last wins) and flags win over configs; see
 ``detnorm.config`` for every key. Bad values exit with code 2 and one line naming the option.

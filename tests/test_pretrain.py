@@ -11,8 +11,8 @@ from detnorm.cli import main as train_main
 from detnorm.model import build_maskrcnn
 from detnorm.pretrain import ShapeClassification, main
 from detnorm.weights import WeightsError, detect_format, load_weights
+from tests.weights_helpers import QUIET
 
-QUIET = dict(logger=lambda s: None)
 TINY = ["--image-size", "32", "--batch-size", "4", "--max-steps", "2", "--num-workers", "0",
         "--checkpoint-period", "1"]  # fmt: skip
 

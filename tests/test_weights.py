@@ -11,21 +11,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detnorm.model import build_maskrcnn
 from detnorm.weights import WeightsError, detect_format, load_weights
+from tests.weights_helpers import QUIET, randomize
 
 SMALL = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
              box_detections_per_img=10, box_score_thresh=0.0)  # fmt: skip
-QUIET = dict(logger=lambda s: None)
-
-
-def randomize(module, seed=0):
-    """Random parameters and norm statistics, so a load that does nothing cannot pass."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                fresh = torch.rand(t.shape, generator=g) + 0.5 if "var" in name else None
-                t.copy_(fresh if fresh is not None else torch.randn(t.shape, generator=g) * 0.1)
-    return module
 
 
 @pytest.fixture
