@@ -21,10 +21,15 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from detnorm.norm import (
     convert_frozen_bn,
@@ -50,6 +55,7 @@ COMPONENTS = ("backbone", "fpn", "box_head", "mask_head")
 DEPTHS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
 BOX_HEADS = ("2fc", "4conv1fc")
 FPN_CHANNELS = 256
+DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # torchvision's, for COCO at 800 px
 # Stages from the top, as torchvision counts trainable layers; the stem (conv1 + bn1) is last.
 _STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")
 
@@ -158,6 +164,44 @@ def _freeze_stage_norms(body: nn.Module, trainable_layers: int) -> None:
             setattr(body, name, convert_frozen_bn(getattr(body, name)))
 
 
+def _fpn_backbone(
+    body: resnet.ResNet, trainable: int, layer: Any, channels: int
+) -> BackboneWithFPN:
+    """torchvision's ResNet-FPN (C2-C5 -> P2-P6, same module names), ``channels`` wide.
+
+    The ``trainable`` top stages keep ``requires_grad``, as in torchvision's extractor.
+    """
+    train = ("layer4", "layer3", "layer2", "layer1", "conv1", "bn1")[: trainable + (trainable == 5)]
+    for name, param in body.named_parameters():
+        if not name.startswith(train):
+            param.requires_grad_(False)
+    c2 = body.inplanes // 8  # 64 for 18/34, 256 for 50/101
+    return BackboneWithFPN(
+        body,
+        {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
+        [c2, c2 * 2, c2 * 4, c2 * 8],
+        channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=layer,
+    )
+
+
+def _anchor_generator(sizes: Any, generator: AnchorGenerator | None) -> AnchorGenerator:
+    """One anchor size per FPN level (P2-P6), aspect ratios 0.5, 1, 2 (torchvision's scheme)."""
+    if generator is not None:
+        if sizes is not None:
+            raise ValueError("pass anchor_sizes or rpn_anchor_generator, not both")
+        return generator
+    sizes = DEFAULT_ANCHOR_SIZES if sizes is None else sizes
+    ok = isinstance(sizes, (list, tuple)) and len(sizes) == len(DEFAULT_ANCHOR_SIZES)
+    if not ok or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(
+            f"anchor_sizes must be {len(DEFAULT_ANCHOR_SIZES)} positive integers (pixels, one per "
+            f"FPN level P2-P6), got {sizes!r}"
+        )
+    return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+
+
 def build_maskrcnn(
     *,
     num_classes: int,
@@ -173,6 +217,9 @@ def build_maskrcnn(
     input_format: str = "rgb",
     stride_in_1x1: bool = False,
     rpn_conv_depth: int = 1,
+    fpn_channels: int = FPN_CHANNELS,
+    box_fc_dim: int = 1024,
+    anchor_sizes: tuple[int, ...] | None = None,
     **maskrcnn_kwargs: Any,
 ) -> MaskRCNN:
     """Build a random-init torchvision ``MaskRCNN`` with a ResNet-FPN and a norm per component.
@@ -180,7 +227,8 @@ def build_maskrcnn(
     Args:
         num_classes: classes INCLUDING background (torchvision convention): K categories -> K + 1.
         depth: ResNet depth, one of 18, 34, 50, 101. FPN inputs are C2..C5 (64..512 channels
-            for 18/34, 256..2048 for 50/101); the FPN has 256 channels and 5 levels (P2-P6).
+            for 18/34, 256..2048 for 50/101); the FPN has ``fpn_channels`` channels and 5
+            levels (P2-P6).
         norm: norm of every component unless overridden by ``backbone_norm``, ``fpn_norm``,
             ``box_head_norm``, ``mask_head_norm`` (see :func:`resolve_norms`). Note the default
             ``"frozen_bn"`` then also fills the FPN and heads, where it is a fixed affine map;
@@ -198,6 +246,16 @@ def build_maskrcnn(
             bottleneck depths only.
         rpn_conv_depth: 3x3 convs in the RPN head: 1 as in ``maskrcnn_resnet50_fpn``, 2 as in
             ``maskrcnn_resnet50_fpn_v2``.
+        fpn_channels: width of the FPN outputs, the RPN head, and the convolutions of the
+            4conv1fc box head and the mask head (256 in every published layout; smaller
+            widths make CPU-sized models).
+        box_fc_dim: width of the box head's fc layers (1024 in every published layout).
+        anchor_sizes: one anchor size in pixels per FPN level P2-P6, each with aspect ratios
+            0.5, 1, 2; default ``(32, 64, 128, 256, 512)``, sized for COCO at 800 px. Images
+            a few hundred pixels across with objects of 5-50 px need them scaled down (the
+            embedded dataset uses ``(8, 16, 32, 64, 128)``): an object much smaller than the
+            smallest anchor matches no anchor at IoU 0.7 and trains the RPN only through the
+            low-quality match. Not combinable with ``rpn_anchor_generator``.
         maskrcnn_kwargs: passed to torchvision's ``MaskRCNN`` (``min_size``/``max_size`` are the
             EVAL resize, default 800/1333; ``box_score_thresh``, ``rpn_*``, ...). ``image_mean``,
             ``image_std``, ``size_divisible`` and ``fixed_size`` go to :class:`DetnormTransform`.
@@ -216,9 +274,11 @@ def build_maskrcnn(
     _check_int("trainable_backbone_layers", trainable, 0, 5)
     _check_int("rpn_conv_depth", rpn_conv_depth, 1)
     _check_int("gn_groups", gn_groups, 1)
+    _check_int("fpn_channels", fpn_channels, 1)
+    _check_int("box_fc_dim", box_fc_dim, 1)
     if stride_in_1x1 and depth < 50:
         raise ValueError(f"stride_in_1x1=True needs depth 50 or 101 (bottlenecks), got {depth}")
-    for key in ("rpn_head", "mask_head", "backbone"):
+    for key in ("rpn_head", "box_head", "mask_head", "backbone", "box_predictor", "mask_predictor"):
         if key in maskrcnn_kwargs:
             raise ValueError(f"{key} is built by build_maskrcnn and cannot be passed in")
     layers = {c: norm_layer(n, groups=gn_groups) for c, n in norms.items()}
@@ -241,39 +301,40 @@ def build_maskrcnn(
             transform_kwargs[key] = maskrcnn_kwargs.pop(key)
     transform = DetnormTransform(**transform_kwargs)
 
+    anchors = _anchor_generator(anchor_sizes, maskrcnn_kwargs.pop("rpn_anchor_generator", None))
     body = _build_resnet(depth, norms["backbone"], gn_groups, stride_in_1x1)
-    backbone = _resnet_fpn_extractor(body, trainable, norm_layer=layers["fpn"])
+    backbone = _fpn_backbone(body, trainable, layers["fpn"], fpn_channels)
     _freeze_stage_norms(backbone.body, trainable)
     backbone.fpn = finalize_component(backbone.fpn, norms["fpn"])
 
-    anchors = maskrcnn_kwargs.pop("rpn_anchor_generator", None)
-    if anchors is None:  # torchvision's default: 5 levels x 3 aspect ratios
-        sizes = ((32,), (64,), (128,), (256,), (512,))
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     rpn_head = RPNHead(
-        FPN_CHANNELS, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth
+        fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth
     )
     roi_pool = maskrcnn_kwargs.get("box_roi_pool")
     res = roi_pool.output_size[0] if roi_pool is not None else 7
     if box_head == "2fc":
-        head: nn.Module = TwoMLPHead(FPN_CHANNELS * res * res, 1024)
+        head: nn.Module = TwoMLPHead(fpn_channels * res * res, box_fc_dim)
     else:
         head = FastRCNNConvFCHead(
-            (FPN_CHANNELS, res, res), [256] * 4, [1024], norm_layer=layers["box_head"]
+            (fpn_channels, res, res),
+            [fpn_channels] * 4,
+            [box_fc_dim],
+            norm_layer=layers["box_head"],
         )
         head = finalize_component(head, norms["box_head"])
-    mask_head = MaskRCNNHeads(FPN_CHANNELS, [256] * 4, 1, norm_layer=layers["mask_head"])
+    mask_head = MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1, norm_layer=layers["mask_head"])
     mask_head = finalize_component(mask_head, norms["mask_head"])
 
     model = MaskRCNN(
         backbone,
-        num_classes=num_classes,
         min_size=transform_kwargs["min_size"],
         max_size=transform_kwargs["max_size"],
         rpn_anchor_generator=anchors,
         rpn_head=rpn_head,
         box_head=head,
         mask_head=mask_head,
+        box_predictor=FastRCNNPredictor(box_fc_dim, num_classes),
+        mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes),
         **maskrcnn_kwargs,
     )
     model.transform = transform

@@ -54,10 +54,12 @@ class ShapeClassification(Dataset):
     rotation, position, colour, texture and background clutter are random per (seed, split, i).
     """
 
-    def __init__(self, length: int, *, image_size: int = 64, seed: int = 0, split: int = 0):
+    def __init__(self, length: int, *, image_size: int = 64, seed: int = 0, split: int = 0,
+                 clutter: bool = True):  # fmt: skip
         from detnorm.data.shapes import CLASSES
 
         self.length, self.size, self.seed, self.split = length, image_size, seed, split
+        self.clutter = clutter
         self.classes = list(CLASSES)
 
     def __len__(self) -> int:
@@ -69,12 +71,13 @@ class ShapeClassification(Dataset):
         rng = np.random.default_rng([self.seed, 100 + self.split, index])
         s = self.size
         label = index % len(self.classes)
-        image = draw_background(rng, s, s)
+        image = draw_background(rng, s, s, self.clutter)
         size = float(np.exp(rng.uniform(np.log(0.3 * s), np.log(0.9 * s))))
         center = rng.uniform(0.35 * s, 0.65 * s, 2)
         mask = shape_mask(rng, self.classes[label], s, s, tuple(center), size)
-        paint(rng, image, mask)
-        draw_scribbles(rng, image)
+        paint(rng, image, mask, self.clutter)
+        if self.clutter:
+            draw_scribbles(rng, image)
         image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
         x = torch.from_numpy(np.clip(image, 0, 255) / 255.0).permute(2, 0, 1).float()
         return x.contiguous(), label
@@ -180,10 +183,12 @@ class PretrainModule(pl.LightningModule):
 
 def _loaders(args) -> tuple[DataLoader, DataLoader, list[str], str]:
     if args.synthetic:
-        train = ShapeClassification(args.num_train, image_size=args.image_size, seed=args.seed)
-        val = ShapeClassification(args.num_val, image_size=args.image_size, seed=args.seed, split=1)
+        kw = {"image_size": args.image_size, "seed": args.seed, "clutter": not args.no_clutter}
+        train = ShapeClassification(args.num_train, **kw)
+        val = ShapeClassification(args.num_val, split=1, **kw)
         source = (
-            f"synthetic shapes ({args.num_train} train / {args.num_val} val, {args.image_size} px)"
+            f"synthetic shapes{' without clutter' if args.no_clutter else ''} "
+            f"({args.num_train} train / {args.num_val} val, {args.image_size} px)"
         )
     else:
         train, val = imagefolder_splits(Path(args.data), args.image_size)
@@ -243,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="ImageFolder root with train/ and val/")
     src.add_argument("--synthetic", action="store_true", help="single-shape images (6 classes)")
+    p.add_argument(
+        "--no-clutter",
+        action="store_true",
+        help="--synthetic without background clutter or textures (the study's data)",
+    )
     p.add_argument("--depth", type=int, default=18, choices=sorted(DEPTHS))
     p.add_argument("--norm", default="gn", choices=[n for n in NORM_NAMES if n != "none"])
     p.add_argument("--gn-groups", type=int, default=32, help="groups of gn / gn_ws")

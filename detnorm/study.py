@@ -11,6 +11,10 @@ the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lis
 ``optional``   run by ``run --all`` only with ``--with-optional``;
 ``same_as``    another cell whose runs this one reuses (one run, two tables).
 
+A family file also has ``title``, ``base`` (config files under every cell), ``paper`` (the
+published numbers, quoted), ``plot``, ``analysis`` (how the report compares the cells with the
+paper) and ``discussion`` (text the report prints under the measured verdict).
+
 A cell trains through ``tools/train.py`` (a subprocess, so DDP cells relaunch cleanly) or
 ``detnorm.cli.main`` in-process; nothing else trains. Its ``max_steps`` is ``images_per_cell *
 multiple / (batch_size * devices)``, so every batch size sees the same images. Runs land in
@@ -20,6 +24,7 @@ multiple / (batch_size * devices)``, so every batch size sees the same images. R
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -69,6 +74,7 @@ class Family:
     paper: str = ""
     plot: dict = field(default_factory=dict)
     analysis: dict = field(default_factory=dict)
+    discussion: str = ""
 
 
 @dataclass
@@ -78,6 +84,18 @@ class Study:
     images_per_cell: int
     families: dict[str, Family]
     pretrain: dict
+    dataset: dict = field(default_factory=dict)
+    notes: str = ""
+
+    def data_root(self, root: Path, data: str | None = None) -> str | None:
+        """``data`` when given; else the study's generated dataset (``study.yaml``: ``dataset``,
+        keywords of :func:`detnorm.data.synthetic.generate_dataset`) at ``<root>/data``,
+        generated first when missing or made with other keywords; else None (embedded data)."""
+        if data is not None or not self.dataset:
+            return data
+        from detnorm.data.synthetic import ensure_dataset
+
+        return str(ensure_dataset(Path(root) / "data", **self.dataset))
 
     def cell(self, cell_id: str) -> Cell:
         family, _, name = cell_id.partition("/")
@@ -143,10 +161,13 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                                 base=[path.parent / b for b in ([bases] if isinstance(bases, str) else bases)],
                                 cells=cells, paper=str(data.get("paper", "")),
                                 plot=dict(data.get("plot") or {}),
-                                analysis=dict(data.get("analysis") or {}))  # fmt: skip
+                                analysis=dict(data.get("analysis") or {}),
+                                discussion=str(data.get("discussion", "")))  # fmt: skip
     study = Study(config_dir=config_dir, seeds=[int(s) for s in manifest.get("seeds", [0, 1, 2])],
                   images_per_cell=int(images or manifest.get("images_per_cell", 1280)),
-                  families=families, pretrain=dict(manifest.get("pretrain") or {}))  # fmt: skip
+                  families=families, pretrain=dict(manifest.get("pretrain") or {}),
+                  dataset=dict(manifest.get("dataset") or {}),
+                  notes=str(manifest.get("notes", "")))  # fmt: skip
     backbones = study.pretrain.get("backbones", {})
     for cell_id in study.cell_ids():
         cell = study.cell(cell_id)
@@ -201,20 +222,34 @@ def _invoke(
 
 
 def ensure_pretrained(study: Study, name: str, root: Path, *, extra_args: str = "",
-                      in_process: bool = False, log=print) -> Path:  # fmt: skip
-    """``<root>/pretrain/<name>/backbone.pth``, pretraining it first when it is missing."""
+                      in_process: bool = False, threads: int | None = None, log=print) -> Path:  # fmt: skip
+    """``<root>/pretrain/<name>/backbone.pth``, pretraining it first when it is missing or was
+    pretrained with other arguments (recorded in ``study_pretrain.json`` beside it)."""
     out = Path(root) / "pretrain" / name
     weights = out / "backbone.pth"
+    args = [*map(str, study.pretrain.get("args", [])), *map(str, study.pretrain["backbones"][name]),
+            *shlex.split(extra_args)]  # fmt: skip
+    record = out / "study_pretrain.json"
     if weights.is_file():
-        return weights
-    argv = [*map(str, study.pretrain.get("args", [])), *map(str, study.pretrain["backbones"][name]),
-            *shlex.split(extra_args), "--resume", "--output-dir", str(out)]  # fmt: skip
+        try:
+            same = json.loads(record.read_text())["args"] == args
+        except (OSError, ValueError, KeyError):
+            same = False
+        if same:
+            return weights
+        kept = out.with_name(f"{name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, kept)
+        log(
+            f"backbone {name!r} was pretrained with other arguments (kept in {kept}): pretraining again"
+        )
+    argv = [*args, "--resume", "--output-dir", str(out)]
     out.mkdir(parents=True, exist_ok=True)
     log(f"pretraining backbone {name!r}: tools/pretrain_backbone.py {shlex.join(argv)}")
     start = time.perf_counter()
-    rc = _invoke("pretrain_backbone.py", argv, out / "pretrain.log", in_process)
+    rc = _invoke("pretrain_backbone.py", argv, out / "pretrain.log", in_process, threads)
     if rc != 0 or not weights.is_file():
         raise RuntimeError(f"pretraining {name!r} failed (exit {rc}); see {out / 'pretrain.log'}")
+    write_json_atomic(record, {"args": args})
     log(f"pretrained {name!r} in {time.perf_counter() - start:.0f} s: {weights}")
     return weights
 
@@ -235,10 +270,11 @@ def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | Non
     out = run_dir(root, cell, seed)
     if (out / "metrics.json").is_file():
         return {"cell": cell.id, "seed": seed, "status": "skipped", "dir": str(out)}
+    data = study.data_root(root, data)
     pretrained = None
     if cell.pretrain:
         pretrained = ensure_pretrained(study, cell.pretrain, root, extra_args=pretrain_args,
-                                       in_process=in_process, log=log)  # fmt: skip
+                                       in_process=in_process, threads=threads, log=log)  # fmt: skip
     if out.exists():  # an unfinished run: start it again from the beginning
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -64,14 +64,17 @@ def cmd_run(study, args) -> int:
         owners = {study.resolve(study.cell(c)).id: None for c in args.cell}
         cells = [study.cell(c) for c in owners]
     seeds = args.seed if args.seed is not None else study.seeds
-    jobs = [(c, s) for c in cells for s in seeds]
+    jobs = [(c, s) for s in seeds for c in cells]  # seed-major: a cut-short study covers every cell
     failed = 0
     start = time.perf_counter()
     parallel = args.jobs > 1 and not args.in_process
-    if parallel:  # pretrain first, one at a time, so parallel cells never race for a backbone
-        for name in dict.fromkeys(c.pretrain for c in cells if c.pretrain):
-            ensure_pretrained(study, name, args.root, extra_args=args.pretrain_args)
     threads = args.threads or (1 if parallel else None)
+    if parallel:  # dataset and backbones first, so parallel cells never race for them
+        study.data_root(args.root, args.data)
+        names = list(dict.fromkeys(c.pretrain for c in cells if c.pretrain))
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda name: ensure_pretrained(study, name, args.root, threads=threads,
+                                                         extra_args=args.pretrain_args), names))  # fmt: skip
 
     def one(job):
         return run_cell(study, job[0], job[1], args.root, data=args.data,
@@ -107,11 +110,12 @@ def _timed(tool: str, argv: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def _one_image_val(data: str | None, out: Path) -> Path:
+def _one_image_val(study, root: Path, data: str | None, out: Path) -> Path:
     """A config whose val split is the first val image: training time without evaluation."""
     from detnorm.data.paths import resolve_data_paths
     from detnorm.data.synthetic import ensure_default_dataset
 
+    data = study.data_root(root, data)
     paths = resolve_data_paths(data if data is not None else ensure_default_dataset())
     coco = json.loads(paths["val_ann"].read_text())
     first = coco["images"][0]["id"]
@@ -130,7 +134,7 @@ def probe(study, root: Path, steps: tuple[int, int], data: str | None) -> dict:
     base = study.cell("scratch/gn_scratch_1x")
     out = root / "_probe"
     shutil.rmtree(out, ignore_errors=True)
-    val1 = _one_image_val(data, out)
+    val1 = _one_image_val(study, root, data, out)
     times = []
     for n, extra in ((steps[0], (val1,)), (steps[1], (val1,)), (steps[0], ())):
         small = dataclasses.replace(study, images_per_cell=2 * n)
@@ -227,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--cell", action="append", metavar="FAMILY/CELL", help="repeatable")
     run.add_argument("--seed", type=int, action="append", help="repeatable (default: study seeds)")
     run.add_argument("--with-optional", action="store_true", help="also the optional cells")
-    run.add_argument("--data", help="dataset root instead of the embedded data")
+    run.add_argument(
+        "--data", help="dataset root instead of the study's generated dataset (study.yaml: dataset)"
+    )
     run.add_argument("--config", action="append", default=[], help="extra config over each cell")
     run.add_argument("--pretrain-args", default="", help="extra tools/pretrain_backbone.py flags")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep each run's .ckpt files")
@@ -238,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true", help="detnorm.cli.main, no subprocess")
     est = sub.add_parser("estimate", help="time per cell from a timing probe")
     est.add_argument("--probe-steps", type=int, nargs=2, default=[8, 24], metavar=("A", "B"))
-    est.add_argument("--data", help="dataset root instead of the embedded data")
+    est.add_argument(
+        "--data", help="dataset root instead of the study's generated dataset (study.yaml: dataset)"
+    )
     est.add_argument("--budget-hours", type=float, default=2.0, help="suggest images_per_cell")
     est.add_argument("--jobs", type=int, default=1, help="as for run --jobs (divides the time)")
     est.add_argument("--no-probe", action="store_true", help="reuse <root>/estimate.json's probe")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from detnorm.io import atomic_write, read_json
+from detnorm.io import atomic_write, read_json, write_json_atomic
 from detnorm.study import Study, cell_config, run_dir
 
 __all__ = ["CellResult", "collect", "mean_std", "write_report"]
@@ -159,6 +159,13 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"per step, {results[lo.id].stat('bbox')[0]:.1f} at {lo.x:g} "
                        f"(change {d:+.1f}, noise ±{noise:.1f}).")  # fmt: skip
         bad, flat = a.get("degrades"), a.get("flat")
+        by_x = {(c.label, c.x): c.id for c in family.cells.values() if results[c.id].n}
+        gaps = [(x, _diff(results, by_x[(flat, x)], by_x[(bad, x)]))
+                for x in sorted({x for _, x in by_x}, reverse=True)
+                if (bad, x) in by_x and (flat, x) in by_x]  # fmt: skip
+        if gaps:
+            out.append(f"{bad} − {flat} at the same batch: " + ", ".join(
+                f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
         if bad in drops and flat in drops:
             (db, nb), (df, nf) = drops[bad], drops[flat]
             agree = db > nb and db > df + math.hypot(nb, nf)
@@ -217,4 +224,24 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
         sections.append((family, _table(study, family, results), png,
                          analyse(study, family, results)))  # fmt: skip
     text = render(study, root, output, results, sections)
+    write_json_atomic(
+        output.parent / "docs" / "study" / "runs.json", run_records(study, root), indent=1
+    )
     return atomic_write(output, lambda f: f.write(text))
+
+
+def run_records(study: Study, root: Path) -> list[dict]:
+    """Every finished run: cell, seed, box / mask AP, steps, seconds and machine (the raw data
+    behind the report's means, committed as ``docs/study/runs.json``)."""
+    records = []
+    for cell in study.runnable(with_optional=True):
+        for seed in study.seeds:
+            d = run_dir(root, cell, seed)
+            if not (d / "metrics.json").is_file():
+                continue
+            m = read_json(d / "metrics.json")
+            rec = read_json(d / "study.json") if (d / "study.json").is_file() else {}
+            records.append({"cell": cell.id, "seed": seed, "box_ap": m["bbox"]["AP"],
+                            "mask_ap": m["segm"]["AP"], "step": m.get("step"),
+                            "seconds": rec.get("seconds"), "machine": rec.get("machine")})  # fmt: skip
+    return records

@@ -15,9 +15,17 @@ NOT_RUN = "not yet run"
 
 CAVEATS = """\
 Why a small-scale result can differ from the paper's (reasons to weigh, not findings):
-- the data are 400 synthetic images with 6 shape classes, not COCO's 118k images and 80 classes;
-- ResNet-18 at 160-224 px for a few epochs, against ResNet-50 at 800 px for 12-37 epochs;
-- the "pretrained" backbones learned a 6-class shape task for a few minutes, not ImageNet;
+- the data are a few thousand synthetic 128 px images with 6 shape classes in clean scenes, not
+  COCO's 118k images and 80 classes;
+- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for about half an epoch and a few hundred
+  steps, against ResNet-50 at 800 px for 12-37 epochs and 90k-270k steps, so every model here is
+  far from converged and absolute APs are low;
+- every cell sees the same number of images, so a larger batch means fewer steps; in a schedule
+  this short that alone favours small batches for every norm, which is why the batch sweep is
+  read as BN against GN at each batch size rather than as each curve's slope;
+- the "pretrained" backbones learned a 6-class shape task for a few minutes (top-1 above), not
+  ImageNet;
+- GN's 32 groups on 64-channel FPN and head layers leave 2 channels per group, close to IN there;
 - AP differences smaller than the seed-to-seed spread (the ± values) are noise.
 """
 
@@ -32,19 +40,56 @@ def _shared(mach: dict) -> str:
     return ", shared: other processes were running" if cpus and load[0] > cpus else ""
 
 
+def _dataset_text(d: dict) -> str:
+    objects = d.get("objects", (4, 14))
+    return (f"{d.get('num_train', 400)} train / {d.get('num_val', 100)} val images of "
+            f"{d.get('image_size', 256)} px, {objects[0]}-{objects[1]} objects of "
+            f"{d.get('min_object', 6)} px and up, {'cluttered' if d.get('clutter', True) else 'clean'} "
+            f"scenes, generator seed {d.get('seed', 0)}")  # fmt: skip
+
+
+def _model_text(cfg: dict) -> str:
+    mk = cfg.get("model_kwargs", {})
+    return (f"ResNet-{cfg['depth']} FPN Mask R-CNN, FPN and RoI-head convolutions "
+            f"{mk.get('fpn_channels', 256)} wide, {mk.get('box_fc_dim', 1024)}-d box fcs, anchors "
+            f"{mk.get('anchor_sizes', [32, 64, 128, 256, 512])} px, train short side "
+            f"{cfg['train_scales']}, test {cfg['test_size']}")  # fmt: skip
+
+
+def _backbones(root: Path) -> list[str]:
+    """One line per pretrained backbone: its norm and top-1 on its own validation split."""
+    lines = []
+    for path in sorted(Path(root).glob("pretrain/*/backbone.pth.json")):
+        if ".replaced-" in path.parent.name:  # set aside when study.yaml's arguments changed
+            continue
+        meta = json.loads(path.read_text())
+        lines.append(f"- Pretrained `{path.parent.name}` backbone ({meta.get('norm')}, "
+                     f"{meta.get('steps')} steps, {meta.get('train_seconds', 0):.0f} s): top-1 "
+                     f"{meta.get('top1', float('nan')):.1f} % (chance {100 / len(meta.get('classes', [0] * 6)):.1f} %) "
+                     f"on the val split of {meta.get('data')}.")  # fmt: skip
+    return lines
+
+
 def _plan(study: Study, root: Path, results) -> str:
     runnable = study.runnable()
     runs = len(runnable) * len(study.seeds)
+    cfg = cell_config(study, runnable[0])
+    n_train = study.dataset.get("num_train", 400)
+    data = (f"the study's generated dataset ({_dataset_text(study.dataset)})" if study.dataset
+            else "the embedded dataset")  # fmt: skip
     lines = [
         "## Plan and cost",
         "",
         f"- Cells: {len(runnable)} that own runs (plus {len(study.cell_ids()) - len(study.runnable(with_optional=True))} "
         f"that reuse another cell's runs, and {len(study.runnable(with_optional=True)) - len(runnable)} optional), "
         f"seeds {', '.join(map(str, study.seeds))}: {runs} training runs.",
+        f"- Data: {data}.",
         f"- Every 1x cell sees {study.images_per_cell} training images "
-        f"({study.images_per_cell / 400:.1f} epochs of the 400 embedded training images); "
-        "steps = images / images per step, LR = 0.02 × images per step / 16, so the batch-size "
-        "sweep compares equal epochs. 3x cells see three times the images with the 3x milestones.",
+        f"({study.images_per_cell / n_train:.2f} epochs of the {n_train} training images); "
+        f"steps = images / images per step, LR = {cfg.get('base_lr', 0.02):g} × images per step / "
+        "16, so the batch-size sweep compares equal epochs. 3x cells see three times the images "
+        "with the 3x milestones.",
+        f"- Model: {_model_text(cfg)}.",
         "- Configs: `configs/study/` (`study.yaml`, one file per experiment, `base.yaml`).",
         "- Whole study: `.venv/bin/python tools/study.py run --all --jobs 2 && .venv/bin/python "
         "tools/study.py report` (resumable: finished runs are skipped; `--jobs 2` runs two cells at "
@@ -52,8 +97,11 @@ def _plan(study: Study, root: Path, results) -> str:
         "`OMP_NUM_THREADS=1`, since oversubscribed threads slow training several-fold). One cell: "
         "`.venv/bin/python tools/study.py run --cell batch_sweep/gn_b2 --seed 0`. "
         "Time per cell from a timing probe: `tools/study.py estimate --jobs 2`.",
+        *_backbones(root),
         "",
     ]
+    if study.notes.strip():
+        lines += ["**How the committed runs were made.** " + " ".join(study.notes.split()), ""]
     timed = [(cid, r) for cid, r in results.items() if r.seconds and not study.cell(cid).same_as]
     if timed:
         lines += ["Measured wall time of finished runs (includes start-up and the final COCO evaluation):", "",
@@ -134,7 +182,8 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
         body += [f"**Agreement.** {analysis}", ""]
         first = next(iter(family.cells.values()))
         cfg = cell_config(study, study.resolve(first))
-        body += [f"Setting: ResNet-{cfg['depth']}, train short side {cfg['train_scales']}, "
-                 f"test {cfg['test_size']}, schedule shape {cfg['schedule']} compressed to the "
-                 "steps shown.", ""]  # fmt: skip
+        body += [f"Setting: {_model_text(cfg)}, schedule shape {cfg['schedule']} compressed to "
+                 "the steps shown.", ""]  # fmt: skip
+        if family.discussion:
+            body += ["**Discussion.** " + " ".join(family.discussion.split()), ""]
     return "\n".join(head + body + [CAVEATS])

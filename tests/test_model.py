@@ -129,6 +129,10 @@ def test_resolve_norms_overrides_and_errors():
         (dict(num_classes=1), "num_classes must be an integer >= 2"),
         (dict(rpn_conv_depth=0), "rpn_conv_depth"),
         (dict(norm="gn", gn_groups=24), "not divisible by 24 groups"),
+        (dict(anchor_sizes=(8, 16)), r"anchor_sizes must be 5 positive integers"),
+        (dict(anchor_sizes=[8, 16, 0, 64, 128]), "anchor_sizes must be"),
+        (dict(fpn_channels=0), "fpn_channels must be an integer >= 1"),
+        (dict(box_predictor=nn.Identity()), "box_predictor is built by build_maskrcnn"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
@@ -313,3 +317,34 @@ def test_torchvision_v2_layout_loads_strictly_with_identical_outputs(tmp_path):
     report = load_weights(ours, tmp_path / "tv2.pth", logger=lambda s: None)
     assert report.loaded == len(tv.state_dict())
     _assert_same_outputs(_eval_outputs(ours), _eval_outputs(tv))
+
+
+def test_narrow_model_and_anchor_sizes():
+    """fpn_channels narrows the FPN, RPN and both heads; box_fc_dim the box fcs; anchor_sizes
+    sets one size per level. The defaults are torchvision's widths and anchors."""
+    wide = build_maskrcnn(num_classes=3, depth=18, norm="gn")
+    assert wide.backbone.out_channels == 256
+    assert wide.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    model = build_maskrcnn(num_classes=3, depth=18, norm="gn", fpn_channels=64, box_fc_dim=128,
+                           anchor_sizes=[8, 16, 32, 64, 128])  # fmt: skip
+    assert model.backbone.out_channels == 64
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert model.rpn.head.conv[0][0].in_channels == 64
+    assert [m for m in model.roi_heads.box_head.modules() if isinstance(m, nn.Linear)][
+        -1
+    ].out_features == 128
+    assert model.roi_heads.box_predictor.cls_score.in_features == 128
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    assert model.roi_heads.mask_head[0][0].in_channels == 64
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3
+    assert all(m.num_channels == 64 for m in model.roi_heads.mask_head.modules()
+               if isinstance(m, nn.GroupNorm))  # fmt: skip
+    n = sum(p.numel() for p in model.parameters())
+    assert n < sum(p.numel() for p in wide.parameters()) / 2
+    model.train()
+    losses = model([torch.rand(3, 64, 80)], targets_for("two"))
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 80)])
+    assert out[0]["masks"].shape[1:] == (1, 64, 80)

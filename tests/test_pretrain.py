@@ -39,8 +39,10 @@ def bn_weights(imagefolder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def gn_weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "gn"
-    args = ["--synthetic", "--norm", "gn", "--num-train", "8", "--num-val", "6", *TINY]
+    args = ["--synthetic", "--no-clutter", "--norm", "gn", "--num-train", "8", "--num-val", "6",
+            *TINY]  # fmt: skip
     assert main([*args, "--output-dir", str(out)]) == 0
+    assert "without clutter" in json.loads((out / "backbone.pth.json").read_text())["data"]
     return out / "backbone.pth"
 
 
@@ -102,6 +104,8 @@ def test_shape_classification_is_deterministic_and_balanced():
     assert torch.equal(ds[7][0], ShapeClassification(12, image_size=32, seed=3)[7][0])
     assert sorted(ds[i][1] for i in range(12)) == sorted(list(range(6)) * 2)
     assert main(["--synthetic", "--batch-size", "0", "--output-dir", "x"]) == 2
+    clean = ShapeClassification(12, image_size=32, seed=3, clutter=False)
+    assert clean[7][1] == 1 and not torch.equal(clean[7][0], x)  # same label, clean scene
 
 
 def test_gn_weights_without_sidecar_fit_any_groupnorm_backbone(gn_weights, tmp_path):

@@ -59,7 +59,7 @@ def test_run_one_cell_with_pretraining(tiny, capsys):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert metrics["step"] == 2 and config["max_steps"] == 2 and config["seed"] == 0
     assert config["pretrained"] == str(root / "pretrain" / "gn" / "backbone.pth")
-    assert config["backbone_norm"] == "gn" and config["lr"] == pytest.approx(0.02 * 2 / 16)
+    assert config["backbone_norm"] == "gn" and config["lr"] == pytest.approx(0.04 * 2 / 16)
     record = json.loads((out / "study.json").read_text())
     assert record["status"] == "done" and record["seconds"] > 0
     assert not (out / "checkpoints").exists()
@@ -83,6 +83,11 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
     _fake_run(root, study, "batch_sweep/gn_b2", 0, 10.0, 5.0)
     _fake_run(root, study, "batch_sweep/gn_b2", 1, 20.0, 7.0)
     _fake_run(root, study, "batch_sweep/bn_b2", 0, 4.0, 3.0)
+    for name, top1 in (("gn", 87.0), ("gn.replaced-20260101-000000", 11.0)):
+        (root / "pretrain" / name).mkdir(parents=True)
+        meta = {"norm": "gn", "steps": 9, "train_seconds": 5, "top1": top1, "classes": list("abcdef"),
+                "data": "shapes"}  # fmt: skip
+        (root / "pretrain" / name / "backbone.pth.json").write_text(json.dumps(meta))
     results = collect(study, root)
     assert results["placement/gn_all"].values == {"bbox": [10.0, 20.0], "segm": [5.0, 7.0]}
     assert mean_std([10.0, 20.0]) == pytest.approx((15.0, 7.0710678))
@@ -101,6 +106,13 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
         assert f"](docs/study/{family}.png)" in text
     assert not (tmp_path / "docs" / "study" / "groups.png").exists()
     assert "38.5" in text and "not yet run" in text  # the paper's numbers beside ours
+    runs = json.loads((tmp_path / "docs" / "study" / "runs.json").read_text())
+    assert sorted((r["cell"], r["seed"], r["box_ap"]) for r in runs) == [
+        ("batch_sweep/bn_b2", 0, 4.0), ("batch_sweep/gn_b2", 0, 10.0),
+        ("batch_sweep/gn_b2", 1, 20.0)]  # fmt: skip
+    assert "BN − GN at the same batch: -11.0 ± 7.1 at 2 box AP." in text
+    assert "- Pretrained `gn` backbone (gn, 9 steps, 5 s): top-1 87.0 % (chance 16.7 %)" in text
+    assert "top-1 11.0" not in text  # a backbone set aside is not reported
 
 
 def test_report_without_runs_says_not_yet_run(tmp_path):
@@ -132,3 +144,42 @@ def test_report_verdicts_come_from_the_measured_numbers(tmp_path):
         in text
     )
     assert "No verdict until every cell has runs." in text  # groups: 1 of 4 cells measured
+
+
+def test_study_dataset_is_generated_once_and_passed_to_runs(tmp_path):
+    """study.yaml's ``dataset`` makes <root>/data with those generator keywords; --data wins."""
+    study = load_study()
+    assert study.dataset, "the study runs on its own generated dataset"
+    study.dataset = {"num_train": 3, "num_val": 2, "image_size": 48, "objects": (1, 2)}
+    root = tmp_path / "runs"
+    data = study.data_root(root)
+    assert data == str(root / "data")
+    meta = json.loads((root / "data" / "meta.json").read_text())
+    assert meta["num_train"] == 3 and meta["objects"] == [1, 2]
+    assert study.data_root(root, "/elsewhere") == "/elsewhere"
+    study.dataset = {}
+    assert study.data_root(root) is None  # no dataset section: the embedded data
+
+
+def test_backbone_pretrained_with_other_arguments_is_redone_and_kept(tmp_path, monkeypatch):
+    import detnorm.study as study_mod
+
+    calls = []
+
+    def fake_invoke(tool, argv, log, in_process, threads=None):
+        out = tmp_path / "pretrain" / "gn"
+        calls.append(argv)
+        (out / "backbone.pth").write_text(str(len(calls)))
+        return 0
+
+    monkeypatch.setattr(study_mod, "_invoke", fake_invoke)
+    study = load_study()
+    weights = study_mod.ensure_pretrained(study, "gn", tmp_path, log=lambda *a: None)
+    assert study_mod.ensure_pretrained(study, "gn", tmp_path, log=lambda *a: None) == weights
+    assert len(calls) == 1  # same arguments: reused
+    study_mod.ensure_pretrained(study, "gn", tmp_path, extra_args="--max-steps 7",
+                                log=lambda *a: None)  # fmt: skip
+    last = len(calls[1]) - 1 - calls[1][::-1].index("--max-steps")
+    assert len(calls) == 2 and calls[1][last + 1] == "7"  # extra flags come last: they win
+    kept = [p for p in (tmp_path / "pretrain").iterdir() if p.name.startswith("gn.replaced-")]
+    assert len(kept) == 1 and (kept[0] / "backbone.pth").read_text() == "1"

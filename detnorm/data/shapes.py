@@ -68,8 +68,9 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, 3).astype(np.float32)
 
 
-def draw_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Low-frequency colour noise + gradient + unannotated blobs and lines, float32 (H, W, 3)."""
+def draw_background(rng: np.random.Generator, h: int, w: int, clutter: bool = True) -> np.ndarray:
+    """Low-frequency colour noise + gradient + (``clutter``) unannotated blobs and lines,
+    float32 (H, W, 3)."""
     cell = int(rng.integers(16, 64))
     small = rng.uniform(0, 255, (h // cell + 2, w // cell + 2, 3)).astype(np.float32)
     image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -77,6 +78,8 @@ def draw_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     direction = rng.uniform(-1, 1, 2)
     grad = (gx * direction[0] + gy * direction[1]) / max(h, w)
     image = image * rng.uniform(0.4, 0.9) + grad[..., None] * _random_color(rng) * 0.5
+    if not clutter:
+        return np.clip(image, 0, 255)
     for _ in range(int(rng.integers(0, 5))):  # smooth irregular blobs: not one of the classes
         n = 24
         a = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -92,15 +95,19 @@ def draw_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(image, 0, 255)
 
 
-def paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> None:
-    """Fill ``mask`` in ``image`` with a random colour and texture (independent of the class)."""
+def paint(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, clutter: bool = True
+) -> None:
+    """Fill ``mask`` in ``image`` with a random colour and texture (independent of the class).
+
+    Without ``clutter``: solid or gradient fills only, never low-contrast."""
     x0, y0, ww, hh = cv2.boundingRect(mask)
     y1, x1 = y0 + hh, x0 + ww
     m = mask[y0:y1, x0:x1].astype(bool)
     color = _random_color(rng)
-    if rng.random() < 0.2:  # low contrast: close to the local background
+    if clutter and rng.random() < 0.2:  # low contrast: close to the local background
         color = image[y0:y1, x0:x1][m].mean(0) + rng.uniform(-35, 35, 3)
-    kind = int(rng.integers(4))
+    kind = int(rng.integers(4 if clutter else 2))
     gy, gx = np.mgrid[0:hh, 0:ww].astype(np.float32)
     if kind == 0:  # solid
         tex = np.broadcast_to(color, (hh, ww, 3))

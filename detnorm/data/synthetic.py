@@ -48,28 +48,34 @@ def _image_hw(rng: np.random.Generator, image_size) -> tuple[int, int]:
     return int(round(image_size * fh / 8) * 8), int(round(image_size * fw / 8) * 8)
 
 
-def render_image(seed: int, split: int, index: int, image_size=256):
-    """Render one image. Returns (RGB uint8 (H, W, 3), list of (class index, mask (H, W) uint8))."""
+def render_image(seed: int, split: int, index: int, image_size=256, objects=(4, 14),
+                 min_object: float = 6, clutter: bool = True):  # fmt: skip
+    """Render one image. Returns (RGB uint8 (H, W, 3), list of (class index, mask (H, W) uint8)).
+
+    ``objects``: (fewest, most) objects drawn; ``min_object``: smallest object size in pixels
+    (sizes are log-uniform from it to 60 % of the short side); ``clutter=False``: no background
+    blobs, lines or scribbles, and solid or gradient fills that are never low-contrast.
+    """
     rng = np.random.default_rng([seed, split, index])
     h, w = _image_hw(rng, image_size)
-    image = draw_background(rng, h, w)
+    image = draw_background(rng, h, w, clutter)
     owner = np.zeros((h, w), np.int16)  # which object owns each pixel (0: background)
-    objects = []
-    n = int(rng.integers(4, 15))
+    objects_drawn = []
+    n = int(rng.integers(objects[0], objects[1] + 1))
     short = min(h, w)
     for k in range(1, n + 1):
         cls = int(rng.integers(len(CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(6), np.log(0.6 * short))))
+        size = float(np.exp(rng.uniform(np.log(min_object), np.log(0.6 * short))))
         center = (rng.uniform(0, w), rng.uniform(0, h))
         mask = shape_mask(rng, CLASSES[cls], h, w, center, size)
         full = int(mask.sum())
         if full < 6:
             continue
-        paint(rng, image, mask)
+        paint(rng, image, mask, clutter)
         owner[mask.astype(bool)] = k
-        objects.append((k, cls, full))
-    cut = draw_scribbles(rng, image)
-    owner[cut] = 0
+        objects_drawn.append((k, cls, full))
+    if clutter:
+        owner[draw_scribbles(rng, image)] = 0
     noise = rng.standard_normal(image.shape, dtype=np.float32)
     image += noise * np.float32(rng.uniform(2, 10))
     image = np.clip(image, 0, 255).astype(np.uint8)
@@ -77,16 +83,16 @@ def render_image(seed: int, split: int, index: int, image_size=256):
         image = cv2.GaussianBlur(image, (3, 3), 0)
     areas = np.bincount(owner.ravel(), minlength=n + 1)
     instances = []
-    for k, cls, full in objects:
+    for k, cls, full in objects_drawn:
         if areas[k] >= max(6, 0.12 * full):
             instances.append((cls, (owner == k).view(np.uint8)))
     return image, instances
 
 
-def _write_split(out: Path, split_name: str, split: int, count: int, seed: int, image_size):
+def _write_split(out: Path, split_name: str, split: int, count: int, seed: int, **render):
     images, annotations = [], []
     for i in range(count):
-        image, instances = render_image(seed, split, i, image_size)
+        image, instances = render_image(seed, split, i, **render)
         file_name = f"{split_name}/{i:06d}.jpg"
         quality = 85 + (i * 7) % 11
         cv2.imwrite(
@@ -125,29 +131,45 @@ def _write_split(out: Path, split_name: str, split: int, count: int, seed: int, 
 
 
 def generate_dataset(
-    root, *, seed: int = 0, num_train: int = 400, num_val: int = 100, image_size=256
+    root,
+    *,
+    seed: int = 0,
+    num_train: int = 400,
+    num_val: int = 100,
+    image_size=256,
+    objects=(4, 14),
+    min_object: float = 6,
+    clutter: bool = True,
 ) -> Path:
     """Generate the dataset atomically at ``root`` (replacing what is there); returns ``root``.
 
     ``image_size``: int base short side (sizes vary: square, portrait, landscape), or (H, W) to make
-    every image exactly that size. Layout: ``root/annotations/{train,val}.json``,
-    ``root/images/{train,val}/NNNNNN.jpg`` (``file_name`` relative to ``root/images``).
+    every image exactly that size. ``objects``: (fewest, most) objects per image before occlusion
+    drops some; ``min_object``: smallest object size in pixels. Layout:
+    ``root/annotations/{train,val}.json``, ``root/images/{train,val}/NNNNNN.jpg`` (``file_name``
+    relative to ``root/images``), ``root/meta.json`` (these arguments and the generator version).
+    ``clutter=False`` draws clean scenes (see :func:`render_image`): a task small models learn in
+    minutes on a CPU, used by the reproduction study.
     """
+    if not (
+        isinstance(objects, (list, tuple)) and len(objects) == 2 and 1 <= objects[0] <= objects[1]
+    ):
+        raise ValueError(
+            f"objects must be (fewest, most) with 1 <= fewest <= most, got {objects!r}"
+        )
+    if not min_object >= 1:
+        raise ValueError(f"min_object must be >= 1 pixel, got {min_object!r}")
+    render = {"image_size": image_size, "objects": tuple(objects), "min_object": min_object,
+              "clutter": bool(clutter)}  # fmt: skip
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         for sub in ("annotations", "images/train", "images/val"):
             (tmp / sub).mkdir(parents=True)
-        _write_split(tmp, "train", 0, num_train, seed, image_size)
-        _write_split(tmp, "val", 1, num_val, seed, image_size)
-        meta = {
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "num_train": num_train,
-            "num_val": num_val,
-            "image_size": image_size,
-        }
+        _write_split(tmp, "train", 0, num_train, seed, **render)
+        _write_split(tmp, "val", 1, num_val, seed, **render)
+        meta = dataset_meta(seed=seed, num_train=num_train, num_val=num_val, **render)
         (tmp / "meta.json").write_text(json.dumps(meta))
         old = None
         if root.exists():
@@ -174,34 +196,52 @@ def default_root() -> Path:
     return Path.home() / ".cache" / "detnorm" / "synthetic"
 
 
-def _is_current(root: Path) -> bool:
+def dataset_meta(**params) -> dict:
+    """The ``meta.json`` that :func:`generate_dataset` writes for ``params`` (its keywords)."""
+    p = dict(DEFAULTS, objects=(4, 14), min_object=6, clutter=True) | params
+    meta = {"version": GENERATOR_VERSION}
+    meta |= {k: p[k] for k in ("seed", "num_train", "num_val", "image_size")}
+    if (tuple(p["objects"]), p["min_object"], p["clutter"]) != ((4, 14), 6, True):
+        # only a non-default generator records these, so the embedded dataset's meta.json is as before
+        meta |= {"objects": list(p["objects"]), "min_object": p["min_object"],
+                 "clutter": bool(p["clutter"])}  # fmt: skip
+    return json.loads(json.dumps(meta))  # lists, as read back from the file
+
+
+def _is_current(root: Path, meta: dict) -> bool:
     try:
-        meta = json.loads((root / "meta.json").read_text())
+        return json.loads((root / "meta.json").read_text()) == meta
     except (OSError, ValueError):
         return False
-    return meta == dict(DEFAULTS, version=GENERATOR_VERSION)
 
 
-def ensure_default_dataset(root=None) -> Path:
-    """Return the default dataset's root, generating it first if absent or outdated.
+def ensure_dataset(root, **params) -> Path:
+    """Return ``root``, generating the dataset there first unless its ``meta.json`` matches
+    ``params`` (:func:`generate_dataset`'s keywords; defaults: the embedded dataset).
 
-    Safe when several processes (DDP ranks) call it at once: each generates into its own
-    temporary folder and only the first to finish moves its copy into place.
+    Safe when several processes (DDP ranks, parallel study runs) call it at once: each generates
+    into its own temporary folder and only the first to finish moves its copy into place.
     """
-    root = Path(root) if root is not None else default_root()
-    if _is_current(root):
+    root = Path(root)
+    meta = dataset_meta(**params)
+    if _is_current(root, meta):
         return root
-    staging = generate_dataset(root.parent / f".{root.name}.gen-{uuid.uuid4().hex[:8]}", **DEFAULTS)
+    staging = generate_dataset(root.parent / f".{root.name}.gen-{uuid.uuid4().hex[:8]}", **params)
     try:
-        if not _is_current(root):
+        if not _is_current(root, meta):
             if root.exists():
                 old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
                 os.replace(root, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(staging, root)
     except OSError:
-        if not _is_current(root):  # lost a race and the winner's copy is not there either
+        if not _is_current(root, meta):  # lost a race and the winner's copy is not there either
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def ensure_default_dataset(root=None) -> Path:
+    """Return the default dataset's root, generating it first if absent or outdated."""
+    return ensure_dataset(root if root is not None else default_root(), **DEFAULTS)

@@ -73,3 +73,37 @@ def test_ensure_default_dataset_generates_once(tmp_path, monkeypatch):
     assert (root / "annotations" / "train.json").stat().st_mtime_ns == stamp
     monkeypatch.setenv("DETNORM_DATA", str(tmp_path / "env"))
     assert synthetic.default_root() == tmp_path / "env" / "synthetic"
+
+
+def test_object_count_and_size_knobs(tmp_path):
+    """objects=(lo, hi) bounds the objects drawn, min_object the smallest; defaults keep the
+    embedded dataset's meta.json, other values are recorded and trigger regeneration."""
+    kwargs = {"num_train": 12, "num_val": 2, "image_size": 96, "objects": (2, 3), "min_object": 20}
+    root = synthetic.ensure_dataset(tmp_path / "easy", **kwargs)
+    coco = json.loads((root / "annotations" / "train.json").read_text())
+    per_image = np.bincount([a["image_id"] for a in coco["annotations"]], minlength=13)[1:]
+    assert per_image.max() <= 3 and per_image.sum() > 12
+    # an object is at least min_object across before occlusion; what is left keeps >= 12 %
+    assert min(a["area"] for a in coco["annotations"]) >= 0.12 * 0.5 * 20 * 20 * 0.5
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["objects"] == [2, 3] and meta["min_object"] == 20
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    assert synthetic.ensure_dataset(tmp_path / "easy", **kwargs) == root
+    assert (root / "meta.json").stat().st_mtime_ns == stamp  # same keywords: reused
+    synthetic.ensure_dataset(tmp_path / "easy", **(kwargs | {"min_object": 30}))
+    assert json.loads((root / "meta.json").read_text())["min_object"] == 30  # regenerated
+    assert "objects" not in synthetic.dataset_meta(**synthetic.DEFAULTS)
+    assert synthetic.dataset_meta(clutter=False)["clutter"] is False
+    with pytest.raises(ValueError, match="objects must be"):
+        generate_dataset(tmp_path / "bad", num_train=1, num_val=1, objects=(3, 2))
+
+
+def test_embedded_images_are_pinned_and_clean_scenes_differ():
+    """The generator's options leave the embedded dataset's pixels as they were (digest taken
+    before the options existed); clutter=False draws a different, clean scene."""
+    image, instances = render_image(0, 0, 0)
+    assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == "7f2549bc530d5acf"
+    assert len(instances) == 9
+    clean, one = render_image(0, 0, 1, image_size=96, objects=(1, 1), min_object=20, clutter=False)
+    busy, _ = render_image(0, 0, 1, image_size=96, objects=(1, 1), min_object=20)
+    assert len(one) == 1 and one[0][1].sum() > 0 and not np.array_equal(clean, busy)
