@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class CellResult:
     seconds: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     machines: list[dict] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "seed N (why)" for runs without metrics
 
     @property
     def n(self) -> int:
@@ -54,6 +56,10 @@ def collect(study: Study, root: Path) -> dict[str, CellResult]:
         for seed in study.seeds:
             d = run_dir(root, own, seed)
             if not (d / "metrics.json").is_file():
+                if (d / "study.json").is_file() and read_json(d / "study.json").get(
+                    "status"
+                ) == "failed":
+                    res.failed.append(f"seed {seed} ({_why(d / 'train.log')})")
                 continue
             m = read_json(d / "metrics.json", what=f"metrics of {d}")
             for iou, _ in METRICS:
@@ -86,9 +92,27 @@ def _table(study: Study, family, results: dict[str, CellResult]) -> str:
         steps = f"{cfg['max_steps']} × {per}"
         if set(r.steps) - {cfg["max_steps"]}:  # runs made with another images_per_cell
             steps += f" (runs stopped at step {', '.join(map(str, sorted(set(r.steps))))})"
-        lines.append(f"| {name} | {cell.label} | {steps} | {r.n} | "
+        runs = f"{r.n} + {len(r.failed)} failed" if r.failed else str(r.n)
+        lines.append(f"| {name} | {cell.label} | {steps} | {runs} | "
                      f"{fmt(r.stat('bbox'), r.n)} | {fmt(r.stat('segm'), r.n)} | {secs} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _why(log: Path) -> str:
+    """Why a run failed, from its train.log: the non-finite-loss stop, else "see train.log"."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no train.log"
+    m = re.search(r"non-finite loss at step (\d+)", text)
+    return f"diverged: non-finite loss at step {m.group(1)}" if m else f"see {log}"
+
+
+def _failures(family, results: dict[str, CellResult]) -> str:
+    """A sentence naming the runs that failed; they are left out of the means."""
+    bad = [f"{c.id} {', '.join(results[c.id].failed)}" for c in family.cells.values()
+           if results[c.id].failed and not c.same_as]  # fmt: skip
+    return f"Failed runs, left out of the means: {'; '.join(bad)}." if bad else ""
 
 
 def _plot(family, results: dict[str, CellResult], path: Path) -> Path | None:
@@ -160,17 +184,19 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"(change {d:+.1f}, noise ±{noise:.1f}).")  # fmt: skip
         bad, flat = a.get("degrades"), a.get("flat")
         by_x = {(c.label, c.x): c.id for c in family.cells.values() if results[c.id].n}
-        gaps = [(x, _diff(results, by_x[(flat, x)], by_x[(bad, x)]))
-                for x in sorted({x for _, x in by_x}, reverse=True)
-                if (bad, x) in by_x and (flat, x) in by_x]  # fmt: skip
-        if gaps:
-            out.append(f"{bad} − {flat} at the same batch: " + ", ".join(
-                f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
+        for ref in (flat, a.get("frozen")):
+            gaps = [(x, _diff(results, by_x[(ref, x)], by_x[(bad, x)]))
+                    for x in sorted({x for _, x in by_x}, reverse=True)
+                    if (bad, x) in by_x and (ref, x) in by_x]  # fmt: skip
+            if ref and gaps:
+                out.append(f"{bad} − {ref} at the same batch: " + ", ".join(
+                    f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
         if bad in drops and flat in drops:
             (db, nb), (df, nf) = drops[bad], drops[flat]
             agree = db > nb and db > df + math.hypot(nb, nf)
-            out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: {bad} loses "
-                       f"{db:.1f} box AP from the largest to the smallest batch, {flat} {df:.1f}.")  # fmt: skip
+            out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: from the "
+                       f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
+                       f"{flat}'s by {-df:+.1f}.")  # fmt: skip
     elif a.get("kind") == "order" and "expect" in a:
         ids = [f"{fid}/{c}" for c in a["expect"]]
         steps = [(x, y, _diff(results, x, y)) for x, y in zip(ids, ids[1:], strict=False)]
@@ -221,12 +247,14 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
     sections = []
     for family in study.families.values():
         png = _plot(family, results, output.parent / "docs" / "study" / f"{family.name}.png")
-        sections.append((family, _table(study, family, results), png,
-                         analyse(study, family, results)))  # fmt: skip
+        text = " ".join(
+            t for t in (analyse(study, family, results), _failures(family, results)) if t
+        )
+        sections.append((family, _table(study, family, results), png, text))
     text = render(study, root, output, results, sections)
-    write_json_atomic(
-        output.parent / "docs" / "study" / "runs.json", run_records(study, root), indent=1
-    )
+    records = run_records(study, root)
+    if records:
+        write_json_atomic(output.parent / "docs" / "study" / "runs.json", records, indent=1)
     return atomic_write(output, lambda f: f.write(text))
 
 

@@ -110,6 +110,13 @@ def _plan(study: Study, root: Path, results) -> str:
             m = r.machines[0] if r.machines else {}
             lines.append(f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | "
                          f"{m.get('cpu_count', '?')} CPUs, {m.get('processor', '?')}, load {m.get('loadavg', '?')}{_shared(m)} |")  # fmt: skip
+        total = sum(sum(r.seconds) for _, r in timed)
+        pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
+                  for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
+        lines += ["", f"Total: {sum(len(r.seconds) for _, r in timed)} runs took {total / 60:.0f} "
+                  f"process-minutes, plus {pre / 60:.0f} of pretraining; two processes of one "
+                  f"thread each at a time make that about {(total + pre) / 120:.0f} minutes of wall "
+                  "time on 2 cores."]  # fmt: skip
         lines.append("")
     calib = sorted(root.glob("_calibration/*/*/seed*/study.json"))
     if calib:
@@ -152,7 +159,7 @@ def _plan(study: Study, root: Path, results) -> str:
             f"fits the budget: {e.get('suggested_images_per_cell')}.",
             "",
         ]  # fmt: skip
-    else:
+    elif not timed:
         lines += ["Timing probe: not yet run (`tools/study.py estimate`).", ""]
     return "\n".join(lines)
 

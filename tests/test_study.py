@@ -88,6 +88,10 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
         meta = {"norm": "gn", "steps": 9, "train_seconds": 5, "top1": top1, "classes": list("abcdef"),
                 "data": "shapes"}  # fmt: skip
         (root / "pretrain" / name / "backbone.pth.json").write_text(json.dumps(meta))
+    failed = run_dir(root, study.cell("batch_sweep/bn_b8"), 2)
+    failed.mkdir(parents=True)
+    (failed / "study.json").write_text(json.dumps({"status": "failed", "exit": 1}))
+    (failed / "train.log").write_text("detnorm-train: stopped: non-finite loss at step 9 (rank 0)")
     results = collect(study, root)
     assert results["placement/gn_all"].values == {"bbox": [10.0, 20.0], "segm": [5.0, 7.0]}
     assert mean_std([10.0, 20.0]) == pytest.approx((15.0, 7.0710678))
@@ -98,7 +102,11 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
     row = f"| batch_sweep/gn_b2 | GN | {b2} × 2 | 2 | 15.0 ± 7.1 (n=2) | 6.0 ± 1.4 (n=2) | 100 |"
     assert row in text
     assert "| 4.0 ± 0.0 (n=1) | 3.0 ± 0.0 (n=1) |" in text
-    assert f"batch_sweep/bn_b8 | BN | {b8} × 8 | 0 | not yet run | not yet run |" in text
+    assert f"batch_sweep/bn_b8 | BN | {b8} × 8 | 0 + 1 failed | not yet run | not yet run |" in text
+    assert (
+        "Failed runs, left out of the means: batch_sweep/bn_b8 seed 2 (diverged: non-finite "
+        "loss at step 9)." in text
+    )
     assert f"GN everywhere (+FPN, mask head) | {b2} × 2 | 2 | 15.0 ± 7.1 (n=2)" in text
     for family in ("batch_sweep", "placement", "scratch"):
         png = tmp_path / "docs" / "study" / f"{family}.png"
@@ -136,13 +144,14 @@ def test_report_verdicts_come_from_the_measured_numbers(tmp_path):
         _fake_run(root, study, "batch_sweep/gn_b8", seed, 30.0 + seed, 20.0)
         _fake_run(root, study, "batch_sweep/gn_b2", seed, 30.5 + seed, 20.0)
     _fake_run(root, study, "groups/gn8", 0, 5.0, 5.0)
+    _fake_run(root, study, "batch_sweep/frozen_bn_b2", 0, 16.0, 15.0)
     output = tmp_path / "REPRODUCTION.md"
     assert main(["--root", str(root), "report", "--output", str(output)]) == 0
     text = output.read_text()
-    assert (
-        "**Agrees with the paper**: BN loses 20.0 box AP from the largest to the smallest batch, GN -0.5."
-        in text
-    )
+    assert ("**Agrees with the paper**: from the largest to the smallest batch, BN's box AP changes "
+            "by -20.0 and GN's by +0.5.") in text  # fmt: skip
+    assert "BN − GN at the same batch: +0.5 ± 1.6 at 8, -20.0 ± 1.6 at 2 box AP." in text
+    assert "BN − BN* at the same batch: -5.0 ± 1.4 at 2 box AP." in text
     assert "No verdict until every cell has runs." in text  # groups: 1 of 4 cells measured
 
 
