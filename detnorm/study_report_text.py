@@ -182,7 +182,7 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
     body = []
     for i, (family, table, png, analysis) in enumerate(sections, 1):
         body += [f"## {i}. {family.title}", "", "**Paper.**", "", family.paper.strip(), "",
-                 "**Small scale (this toolkit, embedded data, box / mask AP mean ± std over seeds).**",
+                 "**Small scale (this toolkit, the study's generated data, box / mask AP mean ± std over seeds).**",
                  "", table, ""]  # fmt: skip
         if png is not None:
             body += [f"![{family.title}]({_rel(png, output.parent)})", ""]
