@@ -86,6 +86,7 @@ class Study:
     pretrain: dict
     dataset: dict = field(default_factory=dict)
     notes: str = ""
+    summary: str = ""
 
     def data_root(self, root: Path, data: str | None = None) -> str | None:
         """``data`` when given; else the study's generated dataset (``study.yaml``: ``dataset``,
@@ -167,7 +168,8 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                   images_per_cell=int(images or manifest.get("images_per_cell", 1280)),
                   families=families, pretrain=dict(manifest.get("pretrain") or {}),
                   dataset=dict(manifest.get("dataset") or {}),
-                  notes=str(manifest.get("notes", "")))  # fmt: skip
+                  notes=str(manifest.get("notes", "")),
+                  summary=str(manifest.get("summary", "")))  # fmt: skip
     backbones = study.pretrain.get("backbones", {})
     for cell_id in study.cell_ids():
         cell = study.cell(cell_id)

@@ -17,14 +17,14 @@ CAVEATS = """\
 Why a small-scale result can differ from the paper's (reasons to weigh, not findings):
 - the data are a few thousand synthetic 128 px images with 6 shape classes in clean scenes, not
   COCO's 118k images and 80 classes;
-- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for about half an epoch and a few hundred
+- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for 0.3-0.9 epochs and a few hundred
   steps, against ResNet-50 at 800 px for 12-37 epochs and 90k-270k steps, so every model here is
   far from converged and absolute APs are low;
 - every cell sees the same number of images, so a larger batch means fewer steps; in a schedule
   this short that alone favours small batches for every norm, which is why the batch sweep is
   read as BN against GN at each batch size rather than as each curve's slope;
-- the "pretrained" backbones learned a 6-class shape task for a few minutes (top-1 above), not
-  ImageNet;
+- the "pretrained" backbones learned a 6-class shape task for about 20 CPU-minutes (top-1 above),
+  not ImageNet;
 - GN's 32 groups on 64-channel FPN and head layers leave 2 channels per group, close to IN there;
 - AP differences smaller than the seed-to-seed spread (the ± values) are noise.
 """
@@ -177,6 +177,11 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
         "",
         f"Runs finished: {done}." if done else "**Not yet run**: no run of the study has finished.",
         "",
+        *(
+            ["**Summary.** " + " ".join(study.summary.split()), ""]
+            if done and study.summary.strip()
+            else []
+        ),
         _plan(study, root, results),
     ]
     body = []
