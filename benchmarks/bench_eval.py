@@ -12,7 +12,6 @@ run), interleaved over ``--rounds``; the stats of the two backends are asserted 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, timed  # noqa: E402
+from common import interleaved, machine, timed, write_result  # noqa: E402
 
 from detnorm.evaluation import STAT_NAMES, evaluate_coco, load_gt_dataset  # noqa: E402
 
@@ -136,8 +135,7 @@ def main(argv=None) -> int:
     for t, row in result["iou_types"].items():
         print(f"{t}: pycocotools {row['pycocotools_s']:.2f} s, faster {row['faster_s']:.2f} s, "
               f"{row['speedup']:.2f}x, max stat diff {row['max_abs_stat_diff']:.1e}")  # fmt: skip
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -13,7 +13,6 @@ detection count per image is reported since mask pasting scales with it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_norms import prepared_model  # noqa: E402
-from common import NORMS, datamodule, fixed_batches, interleaved, machine, timed  # noqa: E402
+from common import NORMS, datamodule, fixed_batches, interleaved, machine, timed, write_result  # noqa: E402
 
 
 @torch.no_grad()
@@ -84,8 +83,7 @@ def main(argv=None) -> int:
     for norm, row in result["norms"].items():
         print(f"{norm}: {row['s_per_image'] * 1000:.0f} ms/image ({row['ratio']:.3f}x), "
               f"{row['detections_per_image']:.0f} detections")  # fmt: skip
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

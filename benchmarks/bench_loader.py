@@ -19,7 +19,6 @@ tables and writes everything to ``--out`` as JSON. Takes about 1-2 minutes on 2 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
 from detnorm.data import DetectionDataModule, ensure_default_dataset, generate_dataset
 from detnorm.data.image_io import DECODERS, read_image
 
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
                 f"| {files} | {name} | {row['ms_per_image']:.2f} | {row['max_abs_diff_vs_pil']} |"
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    write_result(args.out, results)
     print(f"\nwrote {args.out}")
     return 0
 

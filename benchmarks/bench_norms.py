@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     timed,
     to_device,
     train_step,
+    write_result,
 )
 
 
@@ -191,8 +192,7 @@ def main(argv=None) -> int:
         print(f"{norm}: {row['s_per_step']:.3f} s/step ({row['time_ratio']:.3f}x), "
               f"+{row['peak_delta_mib']:.0f} MiB ({row['memory_ratio']:.2f}x), "
               f"RoIs box/mask {row['box_rois_per_step']:.0f}/{row['mask_rois_per_step']:.0f}")  # fmt: skip
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fixed_batches, interleaved, machine, to_device  # noqa: E402
+from common import fixed_batches, interleaved, machine, to_device, write_result  # noqa: E402
 
 from detnorm.callbacks import step_seed  # noqa: E402
 from detnorm.config import DEFAULTS, EMBEDDED_PRESET, merge  # noqa: E402
@@ -154,8 +154,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     result = run(args.steps, args.rounds, args.norm, args.device)
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -8,6 +8,7 @@ a shared machine hits every arm alike. Nothing here is asserted in the unit test
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from detnorm.config import EMBEDDED_PRESET
+from detnorm.io import atomic_write
 from detnorm.model import build_maskrcnn
 from detnorm.norm import param_groups
 
@@ -147,6 +149,12 @@ def train_step(model, optimizer, batch) -> float:
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def write_result(out: str | os.PathLike | None, result: dict) -> None:
+    """Write a benchmark's result dict as JSON to ``out`` (nothing when None), atomically."""
+    if out is not None:
+        atomic_write(out, lambda f: f.write(json.dumps(result, indent=2, default=str)))
 
 
 def ratio_str(x: float) -> str:

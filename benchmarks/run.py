@@ -27,7 +27,7 @@ import bench_inference  # noqa: E402
 import bench_loader  # noqa: E402
 import bench_norms  # noqa: E402
 import bench_overhead  # noqa: E402
-from common import NORMS, SETTINGS, machine  # noqa: E402
+from common import NORMS, SETTINGS, machine, write_result  # noqa: E402
 from report import render  # noqa: E402
 
 PLANS = {
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         results[name] = fn()
         results.setdefault("durations_s", {})[name] = time.perf_counter() - start
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        write_result(args.json, results)
     args.md.write_text(render(results))
     print(f"wrote {args.md} and {args.json}")
     return 0
