@@ -38,6 +38,8 @@ from .shapes import CLASSES, draw_background, draw_scribbles, paint, shape_mask
 
 GENERATOR_VERSION = 2
 DEFAULTS = {"seed": 0, "num_train": 400, "num_val": 100, "image_size": 256}
+# render_image's scene options; the embedded dataset uses these, and meta.json omits them then
+RENDER_DEFAULTS = {"objects": (4, 14), "min_object": 6, "clutter": True}
 _ASPECTS = ((1.0, 1.0), (0.875, 1.25), (1.25, 0.875))  # (height, width) factors of the base side
 
 
@@ -198,10 +200,11 @@ def default_root() -> Path:
 
 def dataset_meta(**params) -> dict:
     """The ``meta.json`` that :func:`generate_dataset` writes for ``params`` (its keywords)."""
-    p = dict(DEFAULTS, objects=(4, 14), min_object=6, clutter=True) | params
+    p = DEFAULTS | RENDER_DEFAULTS | params
+    p["objects"] = tuple(p["objects"])
     meta = {"version": GENERATOR_VERSION}
     meta |= {k: p[k] for k in ("seed", "num_train", "num_val", "image_size")}
-    if (tuple(p["objects"]), p["min_object"], p["clutter"]) != ((4, 14), 6, True):
+    if {k: p[k] for k in RENDER_DEFAULTS} != RENDER_DEFAULTS:
         # only a non-default generator records these, so the embedded dataset's meta.json is as before
         meta |= {"objects": list(p["objects"]), "min_object": p["min_object"],
                  "clutter": bool(p["clutter"])}  # fmt: skip
