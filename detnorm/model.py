@@ -1,7 +1,7 @@
 """Mask R-CNN (ResNet-FPN) with its own norm in each of four components.
 
-The components are the ResNet ``backbone`` body, the ``fpn``, the RoI ``box_head`` and the
-RoI ``mask_head``. Each takes a name from :data:`detnorm.norm.NORM_NAMES`; this module turns
+The components are the ResNet ``backbone`` body and the ``fpn`` (both built in
+:mod:`detnorm.backbone`), the RoI ``box_head`` and the RoI ``mask_head``. Each takes a name from :data:`detnorm.norm.NORM_NAMES`; this module turns
 names into layers only through :func:`detnorm.norm.norm_layer` and
 :func:`detnorm.norm.finalize_component`, so it never branches on a name. The RPN head has no
 norm. A convolution followed by a norm has no bias; one without a norm keeps its bias.
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
-from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import (
     FastRCNNConvFCHead,
     FastRCNNPredictor,
@@ -29,10 +26,16 @@ from torchvision.models.detection.faster_rcnn import (
 )
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from detnorm.backbone import (
+    DEPTHS,
+    build_resnet,
+    fpn_backbone,
+    freeze_stage_norms,
+    get_stride_in_1x1,
+    set_stride_in_1x1,
+)
 from detnorm.norm import (
-    convert_frozen_bn,
     default_for_component,
     finalize_component,
     norm_layer,
@@ -52,12 +55,9 @@ __all__ = [
 ]
 
 COMPONENTS = ("backbone", "fpn", "box_head", "mask_head")
-DEPTHS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
 BOX_HEADS = ("2fc", "4conv1fc")
 FPN_CHANNELS = 256
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # torchvision's, for COCO at 800 px
-# Stages from the top, as torchvision counts trainable layers; the stem (conv1 + bn1) is last.
-_STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")
 
 # build_maskrcnn keywords giving the layouts of torchvision's published Mask R-CNN checkpoints.
 TORCHVISION_LAYOUTS: dict[str, dict[str, Any]] = {
@@ -104,86 +104,6 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
         allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return value
-
-
-def _bottleneck_stage_heads(module: nn.Module) -> list[resnet.Bottleneck]:
-    """First bottleneck of each stage (the blocks with a projection shortcut)."""
-    return [
-        m for m in module.modules() if isinstance(m, resnet.Bottleneck) and m.downsample is not None
-    ]
-
-
-def set_stride_in_1x1(module: nn.Module, enabled: bool) -> bool:
-    """Put each stage's stride in the first 1x1 conv (``enabled``) or in the 3x3 (torchvision).
-
-    MSRA's original ResNets (Detectron's ``R-50.pkl``, ``STRIDE_1X1=True``) stride in the 1x1
-    conv; torchvision and Detectron's GN models stride in the 3x3. Only strides move, so
-    parameters and state_dict keys are unchanged and output shapes are identical. ``module``
-    is a ResNet, a backbone, or a whole model. Returns True when a stride was moved.
-    """
-    heads = _bottleneck_stage_heads(module)
-    if enabled and not heads:
-        raise ValueError("stride_in_1x1 applies to bottleneck ResNets (depth 50 or 101)")
-    changed = False
-    for block in heads:
-        stride = block.downsample[0].stride
-        new = (stride, (1, 1)) if enabled else ((1, 1), stride)
-        changed |= (block.conv1.stride, block.conv2.stride) != new
-        block.conv1.stride, block.conv2.stride = new
-    return changed
-
-
-def get_stride_in_1x1(module: nn.Module) -> bool:
-    """True when ``module``'s strided bottlenecks stride in the 1x1 conv (see above)."""
-    return any(b.conv1.stride != (1, 1) for b in _bottleneck_stage_heads(module))
-
-
-def _add_conv_bias(module: nn.Module) -> None:
-    """Give every bias-free ``nn.Conv2d`` a zero-initialized bias (for a backbone with no norm)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d) and m.bias is None:
-            m.bias = nn.Parameter(torch.zeros(m.out_channels, dtype=m.weight.dtype))
-
-
-def _build_resnet(depth: int, name: str, groups: int, stride_in_1x1: bool) -> resnet.ResNet:
-    """Random-init torchvision ResNet of ``depth`` with norm ``name`` (no norm: Identity + bias)."""
-    layer = norm_layer(name, groups=groups)
-    body = DEPTHS[depth](weights=None, norm_layer=layer if layer is not None else nn.Identity)
-    if layer is None:
-        _add_conv_bias(body)
-    if stride_in_1x1:
-        set_stride_in_1x1(body, True)
-    return finalize_component(body, name)
-
-
-def _freeze_stage_norms(body: nn.Module, trainable_layers: int) -> None:
-    """Frozen stages get FrozenBN instead of BN: frozen is a layer, not a mode."""
-    for stage in _STAGES[trainable_layers:]:
-        names = ("bn1",) if stage == "stem" else (stage,)
-        for name in names:
-            setattr(body, name, convert_frozen_bn(getattr(body, name)))
-
-
-def _fpn_backbone(
-    body: resnet.ResNet, trainable: int, layer: Any, channels: int
-) -> BackboneWithFPN:
-    """torchvision's ResNet-FPN (C2-C5 -> P2-P6, same module names), ``channels`` wide.
-
-    The ``trainable`` top stages keep ``requires_grad``, as in torchvision's extractor.
-    """
-    train = ("layer4", "layer3", "layer2", "layer1", "conv1", "bn1")[: trainable + (trainable == 5)]
-    for name, param in body.named_parameters():
-        if not name.startswith(train):
-            param.requires_grad_(False)
-    c2 = body.inplanes // 8  # 64 for 18/34, 256 for 50/101
-    return BackboneWithFPN(
-        body,
-        {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
-        [c2, c2 * 2, c2 * 4, c2 * 8],
-        channels,
-        extra_blocks=LastLevelMaxPool(),
-        norm_layer=layer,
-    )
 
 
 def _anchor_generator(sizes: Any, generator: AnchorGenerator | None) -> AnchorGenerator:
@@ -302,9 +222,9 @@ def build_maskrcnn(
     transform = DetnormTransform(**transform_kwargs)
 
     anchors = _anchor_generator(anchor_sizes, maskrcnn_kwargs.pop("rpn_anchor_generator", None))
-    body = _build_resnet(depth, norms["backbone"], gn_groups, stride_in_1x1)
-    backbone = _fpn_backbone(body, trainable, layers["fpn"], fpn_channels)
-    _freeze_stage_norms(backbone.body, trainable)
+    body = build_resnet(depth, norms["backbone"], gn_groups, stride_in_1x1)
+    backbone = fpn_backbone(body, trainable, layers["fpn"], fpn_channels)
+    freeze_stage_norms(backbone.body, trainable)
     backbone.fpn = finalize_component(backbone.fpn, norms["fpn"])
 
     rpn_head = RPNHead(

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from detnorm.backbone import DEPTHS, build_resnet
 from detnorm.callbacks import AtomicCheckpointIO
 from detnorm.io import atomic_write, write_json_atomic
-from detnorm.model import DEPTHS, _build_resnet
 from detnorm.norm import NORM_NAMES, param_groups
 
 __all__ = ["PretrainModule", "ShapeClassification", "build_classifier", "main", "pretrain"]
@@ -128,7 +128,7 @@ def build_classifier(depth: int, norm: str, gn_groups: int, num_classes: int) ->
     """detnorm's backbone body for ``norm`` with a fresh ``fc`` of ``num_classes`` outputs."""
     if depth not in DEPTHS:
         raise ValueError(f"--depth: must be one of {', '.join(map(str, DEPTHS))}, got {depth}")
-    body = _build_resnet(depth, trained_norm(norm), gn_groups, False)
+    body = build_resnet(depth, trained_norm(norm), gn_groups, False)
     body.fc = nn.Linear(body.fc.in_features, num_classes)
     return Classifier(body)
 

@@ -40,6 +40,7 @@ from torch import nn
 from torchvision.models import resnet
 
 from detnorm import caffe2
+from detnorm.backbone import get_stride_in_1x1, set_stride_in_1x1
 from detnorm.checkpoints import (
     FORMATS,
     WEIGHT_ALIASES,
@@ -48,7 +49,6 @@ from detnorm.checkpoints import (
     read_weights,
     resolve_source,
 )
-from detnorm.model import get_stride_in_1x1, set_stride_in_1x1
 from detnorm.norm import FrozenBatchNorm2d, WSConv2d, describe_norm, is_norm_module, norm_layer
 from detnorm.transform import set_input_format
 
