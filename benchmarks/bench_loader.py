@@ -8,7 +8,7 @@ images/s a training step consumes at the same settings (embedded preset; 800x133
 Measures training-loader images/s (decode + mask decode + resize/flip + tensor conversion +
 collate) for num_workers 0, 1, 2 on
 
-* the default synthetic dataset (~256 px images) at train scale 256 (max 512), and
+* the default synthetic dataset (~128 px images) at train scale 256 (max 512), and
 * synthetic 800x1333 images at the paper's train scale 800 (max 1333),
 
 and the per-image time of each decoder (cv2, PIL, torchvision.io) on the same files, with the
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         )
         results["large_generation_s"] = time.perf_counter() - t0
         datasets = {
-            "default (~256 px), scale 256/512": (ensure_default_dataset(), (256,), 512),
+            "default (~128 px), scale 256/512": (ensure_default_dataset(), (256,), 512),
             "800x1333, scale 800/1333": (large, (800,), 1333),
         }
         for name, (root, scales, max_size) in datasets.items():

@@ -35,7 +35,7 @@ CACHE = Path(os.environ.get("DETNORM_BENCH_CACHE", Path(tempfile.gettempdir()) /
 # Input settings. "embedded": the CPU preset training runs use; "512"/"800": realistic sizes
 # (ResNet-50 FPN, torchvision's default RPN/RoI sampling, several instances per image).
 SETTINGS = {
-    "embedded": {"depth": 18, "image_size": 256, "scales": tuple(EMBEDDED_PRESET["train_scales"]),
+    "embedded": {"depth": 18, "image_size": 128, "scales": tuple(EMBEDDED_PRESET["train_scales"]),
                  "max_size": EMBEDDED_PRESET["max_size"], "test_size": EMBEDDED_PRESET["test_size"],
                  "model_kwargs": dict(EMBEDDED_PRESET["model_kwargs"])},
     "512": {"depth": 50, "image_size": (512, 683), "scales": (512,), "max_size": 853,
@@ -140,11 +140,13 @@ def sgd(model, lr: float = 0.01):
     return torch.optim.SGD(groups, lr=lr, momentum=0.9)
 
 
-def train_step(model, optimizer, batch) -> float:
-    """One plain-PyTorch training step; returns the loss."""
+def train_step(model, optimizer, batch, bf16: bool = False) -> float:
+    """One plain-PyTorch training step (the forward under CPU bf16 autocast with ``bf16``, as
+    ``--precision bf16-mixed`` does); returns the loss."""
     images, targets = batch
-    losses = model(images, targets)
-    loss = sum(losses.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        losses = model(images, targets)
+        loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -22,6 +22,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bench_bf16  # noqa: E402
 import bench_eval  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_loader  # noqa: E402
@@ -37,12 +38,14 @@ PLANS = {
               "eval": {"num_images": 100, "rounds": 1},
               "loader": {"settings": ("embedded",), "batches": 5, "steps": 1},
               "inference": {"setting": "embedded", "rounds": 1, "norms": ("frozen_bn", "gn"),
-                            "images": 1}},
+                            "images": 1},
+              "bf16": {"settings": ("embedded",), "norms": ("gn",), "rounds": 1}},
     "full": {"overhead": {"steps": 6, "rounds": 3},
              "norms": {"setting": "512", "batch_size": 2, "rounds": 3, "norms": NORMS},
              "eval": {"num_images": 500, "rounds": 3},
              "loader": {"settings": ("embedded", "800"), "batches": 20, "steps": 1},
-             "inference": {"setting": "800", "rounds": 2, "norms": NORMS, "images": 2}},
+             "inference": {"setting": "800", "rounds": 2, "norms": NORMS, "images": 2},
+             "bf16": {"settings": ("embedded", "512"), "norms": ("gn", "frozen_bn"), "rounds": 3}},
 }  # fmt: skip
 
 
@@ -61,13 +64,14 @@ def main(argv=None) -> int:
     results = json.loads(args.json.read_text()) if args.only and args.json.is_file() else {}
     command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
     now = datetime.datetime.now().isoformat(timespec="seconds")
-    if args.only:  # keep the full run's header; record what was re-run on top of it
-        results.setdefault("reruns", []).append({"command": command.strip(), "date": now})
-    else:
-        results.update({"command": command, "date": now})
-    results.update({"mode": mode, "machine": machine(args.device),
-                    "settings": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv)
-                                     for kk, vv in v.items()} for k, v in SETTINGS.items()}})  # fmt: skip
+    if args.only and "machine" in results:  # keep the full run's header; record the re-run
+        results.setdefault("reruns", []).append({"command": command.strip(), "date": now,
+                                                 "machine": machine(args.device)})  # fmt: skip
+    else:  # the settings as the full run used them (a re-run section records its own)
+        results.update({"command": command, "date": now, "machine": machine(args.device),
+                        "settings": {k: {kk: (list(vv) if isinstance(vv, tuple) else vv)
+                                         for kk, vv in v.items()} for k, v in SETTINGS.items()}})  # fmt: skip
+    results["mode"] = mode
     runners = {
         "overhead": lambda: bench_overhead.run(device=args.device, **plan["overhead"]),
         "norms": lambda: bench_norms.run(device=args.device, threads=args.threads,
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
         "eval": lambda: bench_eval.run(**plan["eval"]),
         "loader": lambda: bench_loader.loader_vs_model(device=args.device, **plan["loader"]),
         "inference": lambda: bench_inference.run(device=args.device, **plan["inference"]),
+        "bf16": lambda: bench_bf16.run(**plan["bf16"]),  # CPU autocast: always on the CPU
     }  # fmt: skip
     for name, fn in runners.items():
         if args.only and name not in args.only:

@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["blob_kind", "caffe2_to_torchvision", "read_caffe2_pickle", "torchvision_key"]
+__all__ = [
+    "BlockedGlobal",
+    "blob_kind",
+    "caffe2_to_torchvision",
+    "read_caffe2_pickle",
+    "torchvision_key",
+]
 
 IGNORED_BLOB = re.compile(r"^(fc1000|pred)_[wb]$|_momentum$")
 _STEM_NORM = re.compile(r"^(?:conv1_gn|res_conv1_bn)_([sb])$")
@@ -39,7 +45,8 @@ _BRANCH = {"1": ("downsample.0", "downsample.1"), "2a": ("conv1", "bn1"),
            "2b": ("conv2", "bn2"), "2c": ("conv3", "bn3")}  # fmt: skip
 _PARAM = {"s": "weight", "b": "bias"}
 
-# Globals a blob pickle may reference: numpy arrays, dtypes and scalars, dicts, bytes.
+# Globals a blob pickle may reference: numpy arrays, dtypes and scalars, dicts, bytes. Lists,
+# str, int and float need no global. Nothing here can run code while it is unpickled.
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
@@ -52,21 +59,41 @@ _SAFE_GLOBALS = {
 }
 
 
+class BlockedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside the allow-list; ``name`` is ``"module.qualname"``."""
+
+    def __init__(self, name: str):
+        super().__init__(f"global {name} is not allowed in a blob pickle")
+        self.name = name
+
+
 class _BlobUnpickler(pickle.Unpickler):
     """Unpickler that refuses anything but numpy arrays and dicts (no code execution)."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a blob pickle")
+        raise BlockedGlobal(f"{module}.{name}")
 
 
-def read_caffe2_pickle(path: str | Path) -> dict[str, np.ndarray] | None:
-    """Blob dict of a Detectron ``.pkl``, or ``None`` if ``path`` is not such a pickle."""
+def read_caffe2_pickle(path: str | Path, *, trust: bool = False) -> dict[str, np.ndarray] | None:
+    """Blob dict of a Detectron ``.pkl``, or ``None`` if ``path`` is not such a pickle.
+
+    The pickle is read with an unpickler that allows only numpy arrays, dtypes, scalars, dicts
+    and lists; one that names any other global raises :class:`BlockedGlobal` before anything of
+    it runs. ``trust=True`` reads it with the plain unpickler instead (it may then run code).
+    """
+    unpickler = pickle.Unpickler if trust else _BlobUnpickler
     try:
         with open(path, "rb") as f:
-            data = _BlobUnpickler(f, encoding="latin1").load()
+            data = unpickler(f, encoding="latin1").load()
+    except BlockedGlobal:
+        raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError):
+        return None
+    except Exception:  # noqa: BLE001 - trusted pickles may raise anything; not blobs then
+        if not trust:
+            raise
         return None
     if isinstance(data, dict) and isinstance(data.get("blobs"), dict):
         data = data["blobs"]

@@ -36,6 +36,7 @@ __all__ = [
     "RunCSVLogger",
     "RunCheckpoints",
     "StepSeed",
+    "UndecodableReport",
     "step_seed",
 ]
 
@@ -45,7 +46,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose saves are atomic on a local file system (see module doc)."""
+    """``TorchCheckpointIO`` whose saves are atomic on a local file system (see module doc) and
+    whose loads (``--resume``) never run code from the file unless ``trust``
+    (:func:`detnorm.checkpoints.torch_load`)."""
+
+    def __init__(self, trust: bool = False):
+        super().__init__()
+        self.trust = bool(trust)
+
+    def load_checkpoint(self, path, map_location="cpu", weights_only=None) -> dict[str, Any]:
+        """``weights_only`` (Lightning's argument) is ignored: ``self.trust`` decides."""
+        from detnorm.checkpoints import torch_load
+
+        return torch_load(path, trust=self.trust, map_location=map_location)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
@@ -63,9 +76,11 @@ class EvalAtEnd(pl.Callback):
             trainer.should_stop = True
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A 32-bit seed that depends only on ``(seed, step, rank)``."""
-    digest = hashlib.sha256(f"detnorm:{seed}:{step}:{rank}".encode()).digest()
+def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
+    """A 32-bit seed that depends only on ``(seed, step, rank)`` and, for the later batches of
+    an accumulated step, on ``micro`` (the batch's index within the step)."""
+    key = f"detnorm:{seed}:{step}:{rank}" + (f":{micro}" if micro else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
@@ -81,7 +96,8 @@ class StepSeed(pl.Callback):
         self.seed = int(seed)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
-        s = step_seed(self.seed, trainer.global_step, trainer.global_rank)
+        micro = batch_idx % trainer.accumulate_grad_batches  # batch within an accumulated step
+        s = step_seed(self.seed, trainer.global_step, trainer.global_rank, micro)
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)  # also seeds every CUDA device
@@ -128,6 +144,8 @@ class RunCheckpoints(pl.Callback):
         return bool(self.period) and step % self.period == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:  # mid-accumulation: no step yet
+            return
         step = trainer.global_step
         if self._periodic(step) and not (trainer.max_steps > 0 and step >= trainer.max_steps):
             self._save(trainer, f"step={step:06d}.ckpt", "last.ckpt")
@@ -197,3 +215,31 @@ class RunCSVLogger(CSVLogger):
         if self._experiment is None:
             self._experiment = _KeepingWriter(self.log_dir, self.keep_before_step)
         return self._experiment
+
+
+class UndecodableReport(pl.Callback):
+    """One warning at the end of a training epoch (and of training) naming the training images
+    that passed the setup check but failed to decode and were replaced by another image of the
+    same aspect group (``DetectionDataModule.undecodable``, counted on this rank)."""
+
+    def __init__(self):
+        self._reported = 0
+
+    def _report(self, trainer: pl.Trainer, when: str) -> None:
+        from detnorm.data.image_check import MAX_LISTED, log
+
+        failed = getattr(trainer.datamodule, "undecodable", None) or {}
+        if len(failed) <= self._reported:
+            return
+        shown = "; ".join(f"id {i}: {why}" for i, why in list(failed.items())[:MAX_LISTED])
+        more = f"; ... and {len(failed) - MAX_LISTED} more" if len(failed) > MAX_LISTED else ""
+        log.warning("%s: %d training image(s) failed to decode and were replaced by another image "
+                    "of the same aspect group (rank %d): %s%s", when, len(failed),
+                    trainer.global_rank, shown, more)  # fmt: skip
+        self._reported = len(failed)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._report(trainer, f"epoch {trainer.current_epoch}")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self._report(trainer, "end of training")

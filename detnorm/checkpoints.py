@@ -14,6 +14,7 @@ from there afterwards; nothing touches the network when the file is cached. A fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -31,13 +32,19 @@ from torchvision.models.detection import (
 from detnorm import caffe2
 
 __all__ = [
+    "CHECKPOINT_GLOBALS",
     "FORMATS",
     "WEIGHT_ALIASES",
+    "UnsafeWeightsError",
     "WeightsError",
+    "blocked_global",
     "cached_download",
     "detect_format",
+    "load_detnorm_module",
     "read_weights",
     "resolve_source",
+    "safe_unpickling",
+    "torch_load",
 ]
 
 FORMATS = ("torchvision_resnet", "torchvision_maskrcnn", "caffe2", "detnorm")
@@ -65,6 +72,10 @@ def _alias_url(alias: str, depth: int | None) -> str:
     return weights.COCO_V1.url
 
 
+class DownloadError(WeightsError):
+    """A source that is not in torch.hub's cache and could not be downloaded."""
+
+
 def cached_download(url: str) -> Path:
     """Local copy of ``url`` in torch.hub's cache; downloads only when it is not cached."""
     filename = os.path.basename(urlparse(url).path)
@@ -76,7 +87,7 @@ def cached_download(url: str) -> Path:
     try:
         torch.hub.download_url_to_file(url, str(cached), digest.group(1) if digest else None)
     except (OSError, RuntimeError) as e:
-        raise WeightsError(
+        raise DownloadError(
             f"could not download {url} ({e}). Offline? Download it on a machine with network "
             f"access and place it at {cached}, or pass the local file's path instead."
         ) from e
@@ -102,21 +113,75 @@ def resolve_source(source: str | os.PathLike, *, depth: int | None = None) -> Pa
     return path
 
 
-def _torch_load(path: Path) -> object:
-    """``torch.load`` with ``weights_only=True``; a zip checkpoint that also pickles Python
-    objects (e.g. Lightning hyper-parameters) is then loaded in full, as a trusted file."""
+class UnsafeWeightsError(WeightsError):
+    """A weights file that needs a Python global outside the allow-list to be unpickled.
+
+    ``path`` and ``name`` (``"module.qualname"`` of the first blocked global) are attributes;
+    ``str(e)`` is one line that names both and the opt-in (``--trust-weights``).
+    """
+
+    def __init__(self, path, name: str):
+        super().__init__(
+            f"{path}: refused to load: it needs the Python global {name}, which a file of "
+            f"weights does not need and which can run code while it loads; if you trust the "
+            f"file's source, --trust-weights loads it anyway"
+        )
+        self.path, self.name = Path(path), name
+
+
+# Globals that detnorm's own checkpoints may hold besides what torch's weights_only unpickler
+# allows by default (tensors, OrderedDict and other containers, numbers, strings). The Lightning
+# checkpoints of DetnormModule and PretrainModule need none today: hyper-parameters are plain
+# values and the LR schedules are stored as dicts (tests/test_safe_loading.py checks real ones).
+# A class added here must be plain data: unpickling it must not call anything of the file's.
+CHECKPOINT_GLOBALS: tuple = ()
+_BLOCKED = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def blocked_global(error: BaseException) -> str | None:
+    """The global named by torch's weights_only refusal ``error``, or ``None`` if it is not one."""
+    match = _BLOCKED.search(str(error))
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def safe_unpickling(path: str | os.PathLike):
+    """Run a ``torch.load(..., weights_only=True)`` of ``path`` (also one inside Lightning):
+    :data:`CHECKPOINT_GLOBALS` are allowed, and a refused global becomes
+    :class:`UnsafeWeightsError` naming the file and the global."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
+            yield
+    except pickle.UnpicklingError as e:
+        name = blocked_global(e)
+        if name is None:
+            raise
+        raise UnsafeWeightsError(path, name) from None
+
+
+def torch_load(path: str | os.PathLike, *, trust: bool = False, map_location="cpu") -> object:
+    """The one ``torch.load`` of detnorm: ``weights_only=True`` unless ``trust``.
+
+    A file whose pickle needs a global beyond torch's tensors and containers and
+    :data:`CHECKPOINT_GLOBALS` raises :class:`UnsafeWeightsError` before anything of it runs;
+    ``trust=True`` (``--trust-weights``) loads it in full. Other unreadable files raise
+    :class:`WeightsError` naming the file.
+    """
+    path = Path(path)
+    try:
+        if trust:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with safe_unpickling(path):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except WeightsError:
+        raise
     except pickle.UnpicklingError as e:
         if not zipfile.is_zipfile(path):
             raise WeightsError(
                 f"{path}: neither a torch checkpoint nor a Detectron .pkl of numpy blobs"
             ) from e
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ...
         raise WeightsError(f"{path}: not a readable torch checkpoint ({e})") from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ...
         raise WeightsError(f"{path}: not a readable torch checkpoint ({e})") from e
 
 
@@ -126,22 +191,45 @@ def _strip(state: dict, prefix: str) -> dict:
     return state
 
 
-def read_weights(path: Path) -> tuple[str, dict, list[str], dict]:
+def read_weights(
+    path: Path, *, trust: bool = False, prefix: str | None = None
+) -> tuple[str, dict, list[str], dict]:
     """``(format, payload, ignored keys, hyper-parameters)``; payload: state_dict or Caffe2 blobs.
 
     Hyper-parameters come from detnorm (Lightning) checkpoints; ``input_format`` and
-    ``stride_in_1x1`` there tell how the saved model read its input.
+    ``stride_in_1x1`` there tell how the saved model read its input. A model found inside a
+    wrapped file (:func:`detnorm.prefixes.locate_model`; ``prefix`` chooses the key prefix)
+    gives ``{"key_prefix": P}`` instead. Nothing in the file runs
+    unless ``trust`` (see :func:`torch_load`; Detectron pickles: ``caffe2.read_caffe2_pickle``).
     """
     if not zipfile.is_zipfile(path):
-        blobs = caffe2.read_caffe2_pickle(path)
+        try:
+            blobs = caffe2.read_caffe2_pickle(path, trust=trust)
+        except caffe2.BlockedGlobal as e:  # not blobs; maybe a legacy torch file, else refused
+            try:
+                obj = torch_load(path)
+            except UnsafeWeightsError:
+                raise
+            except WeightsError:
+                raise UnsafeWeightsError(path, e.name) from None
+            return _classify(path, obj, prefix)
         if blobs is not None:
             return "caffe2", blobs, [], {}
-    obj = _torch_load(path)
+    return _classify(path, torch_load(path, trust=trust), prefix)
+
+
+def _classify(
+    path: Path, obj: object, prefix: str | None = None
+) -> tuple[str, dict, list[str], dict]:
+    from detnorm.prefixes import locate_model
+
+    if prefix is not None:
+        return locate_model(path, obj, prefix)
     ignored: list[str] = []
     state = obj
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
-        if any(k.startswith("model.") for k in state):
+        if any(k.startswith("model.backbone.body.") for k in state):
             ignored = [k for k in state if not k.startswith("model.")]
             model_state = {
                 k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")
@@ -156,23 +244,46 @@ def read_weights(path: Path) -> tuple[str, dict, list[str], dict]:
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         state = obj["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(
-            f"{path}: holds no state_dict of tensors; expected one of {', '.join(FORMATS)}"
-        )
+        return locate_model(path, obj)  # e.g. weights beside optimizer state or an EMA copy
     state = _strip(dict(state), "module.")
     if any(k.startswith(("backbone.body.", "roi_heads.")) for k in state):
         return "torchvision_maskrcnn", state, ignored, {}
     if "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
         return "torchvision_resnet", state, ignored, {}
-    raise WeightsError(
-        f"{path}: unrecognized state_dict (first keys: {', '.join(list(state)[:4])}); "
-        f"expected one of {', '.join(FORMATS)}"
-    )
+    return locate_model(path, obj)  # under another prefix, or unrecognized
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike, *, trust: bool = False) -> str:
     """One of :data:`FORMATS` for a local weights file; ``WeightsError`` if none fits."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    return read_weights(path)[0]
+    return read_weights(path, trust=trust)[0]
+
+
+def load_detnorm_module(path: str | os.PathLike, *, trust: bool = False, map_location="cpu"):
+    """``DetnormModule.load_from_checkpoint(path)`` under :func:`torch_load`'s rules.
+
+    Raises :class:`UnsafeWeightsError` for a file that needs a blocked global (unless
+    ``trust``), and :class:`WeightsError` naming the file for anything else that is not a
+    detnorm checkpoint; never runs code from the file unless ``trust``.
+    """
+    from detnorm.module import DetnormModule
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file not found: {path}")
+    try:
+        if trust:
+            return DetnormModule.load_from_checkpoint(
+                path, map_location=map_location, weights_only=False
+            )
+        with safe_unpickling(path):
+            return DetnormModule.load_from_checkpoint(
+                path, map_location=map_location, weights_only=True
+            )
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch and Lightning raise many kinds here
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"{path}: not a detnorm checkpoint ({detail})") from None

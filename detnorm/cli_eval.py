@@ -4,6 +4,7 @@ Results mode::
 
     tools/eval.py --ann GT.json --results RESULTS.json [--iou-types bbox segm]
                   [--output-dir DIR] [--backend faster|pycocotools] [--per-category]
+                  [--max-detections N]
 
 scores a COCO results file (a JSON list of detections) from any model, prints the AP table and
 writes ``metrics.json`` to ``--output-dir`` (default: the results file's directory). The iou
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="COCOeval engine (default: faster, i.e. faster-coco-eval; same stats as pycocotools)",
     )
     p.add_argument("--per-category", action="store_true", help="also print per-category AP")
+    p.add_argument(
+        "--max-detections",
+        type=int,
+        metavar="N",
+        help="detections per image kept by COCOeval (its maxDets, default 100); with --checkpoint"
+        " also the model's limit (default: the checkpoint's own)",
+    )
     return p
 
 
@@ -131,8 +139,13 @@ def evaluate_results_file(args: argparse.Namespace) -> int:
             check_results(gt, results, iou_type)
     except ValueError as e:
         raise UsageError(_prefixed("--results", args.results, e)) from None
+    max_dets = 100 if args.max_detections is None else args.max_detections
+    if max_dets < 10:
+        raise UsageError(f"--max-detections: must be an integer >= 10, got {max_dets}")
     try:
-        metrics = evaluate_coco(gt, results, iou_types=iou_types, backend=args.backend)
+        metrics = evaluate_coco(
+            gt, results, iou_types=iou_types, backend=args.backend, max_dets=max_dets
+        )
     except ValueError as e:  # e.g. faster-coco-eval not installed
         raise UsageError(f"--backend {args.backend}: {e}") from None
 

@@ -1,8 +1,11 @@
-"""``tools/predict.py --checkpoint CKPT IMAGE_OR_DIR... --output-dir DIR``: draw predictions.
+"""``tools/predict.py --checkpoint CKPT (IMAGE_OR_DIR... | --ann GT.json) --output-dir DIR``.
 
-Loads a ``DetnormModule`` checkpoint written by ``tools/train.py``, runs its Mask R-CNN in eval
-mode on each image at its original size (the model resizes to its test size internally and maps
-the outputs back), and writes one PNG per input with masks, boxes and "class score" labels.
+Loads a ``DetnormModule`` checkpoint written by ``tools/train.py`` into a
+:class:`detnorm.Predictor`, runs it on each image at its original size (the model resizes to its
+test size internally and maps the outputs back), and writes COCO results
+(``predictions_bbox.json``, ``predictions_segm.json``, ``images.json``; see
+:mod:`detnorm.predict_run`) that ``tools/eval.py --ann GT --results`` scores. ``--vis`` also
+writes one PNG per input with masks, boxes and "class score" labels.
 """
 
 from __future__ import annotations
@@ -13,33 +16,26 @@ from pathlib import Path
 
 import torch
 
-from detnorm.visualize import collect_images, predict_files
+from detnorm import predict_run
+
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-def category_names_from_hparams(hparams) -> list[str] | None:
-    """Category names in label order (label 1 first) from a module's hparams, if stored.
+def load_predictor(args: argparse.Namespace):
+    """The :class:`detnorm.Predictor` of ``--checkpoint``; ``ValueError`` names the option."""
+    from detnorm.predictor import Predictor
 
-    Accepts ``category_names`` (list of str) or ``categories`` (list of str or of COCO
-    category dicts with a ``name``).
-    """
-    names = hparams.get("category_names") or hparams.get("categories")
-    if not names:
-        return None
-    return [n["name"] if isinstance(n, dict) else str(n) for n in names]
-
-
-def load_checkpoint_model(checkpoint: str | Path, device: str = "cpu"):
-    """``(model, category_names)`` from a DetnormModule checkpoint; ``ValueError`` names the file."""
-    path = Path(checkpoint)
+    path = Path(args.checkpoint)
     if not path.is_file():
         raise ValueError(f"--checkpoint: file not found: {path}")
-    from detnorm.module import DetnormModule
-
     try:
-        module = DetnormModule.load_from_checkpoint(path, map_location=device)
-    except (KeyError, RuntimeError, TypeError, EOFError, OSError) as e:
-        raise ValueError(f"--checkpoint: cannot load {path} as a detnorm checkpoint: {e}") from None
-    return module.model.to(device).eval(), category_names_from_hparams(module.hparams)
+        return Predictor.from_checkpoint(
+            path, device=args.device, score_threshold=args.score_threshold,
+            precision=args.precision, batch_size=args.batch_size,
+            trust=getattr(args, "trust_weights", False),
+        )  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"--checkpoint: {e}") from None
 
 
 def parse_device(text: str) -> str:
@@ -71,39 +67,64 @@ def parse_score(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="predict.py", description="Draw Mask R-CNN predictions of a detnorm checkpoint to PNG."
+        prog="predict.py",
+        description="Mask R-CNN predictions of a detnorm checkpoint as COCO results (and PNGs).",
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or directories"
+        "inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files or directories"
     )
+    parser.add_argument("--ann", metavar="GT.json",
+                        help="predict the images of this COCO file, with its image ids")  # fmt: skip
+    parser.add_argument("--images", metavar="DIR",
+                        help="folder of --ann's file_name entries (default: ROOT/images for "
+                        "ROOT/annotations/X.json, ROOT/val2017 for COCO's)")  # fmt: skip
+    parser.add_argument("--vis", action="store_true", help="also draw each image to a PNG")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+                        help="images per forward pass (same-size images only; default 4)")  # fmt: skip
     parser.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="a tools/train.py checkpoint"
     )
-    parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the PNGs go")
+    parser.add_argument("--output-dir", required=True, metavar="DIR",
+                        help="where the JSON files (and PNGs) go")  # fmt: skip
     parser.add_argument(
         "--score-threshold",
         type=parse_score,
         default=0.5,
-        help="draw detections with at least this score (0-1, default 0.5)",
+        help="keep detections with at least this score (0-1, default 0.5; 0 for COCO AP)",
     )
     parser.add_argument(
         "--device", type=parse_device, default="cpu", help="cpu (default), cuda, cuda:N"
     )
+    parser.add_argument(
+        "--min-side", type=int, default=512, metavar="PX",
+        help="upscale smaller images by an integer factor to this short side before drawing, "
+        "so labels stay readable (default 512; 0: original size)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=tuple(AUTOCAST), default="32-true",
+        help="32-true (default) or bf16-mixed / 16-mixed (autocast)",
+    )  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.inputs) == bool(args.ann):
+        parser.error("give image files/folders or --ann GT.json (one of the two)")
+    if args.images and not args.ann:
+        parser.error("--images: only used with --ann")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size: must be an integer >= 1, got {args.batch_size}")
     try:
-        collect_images(args.inputs, args.output_dir)  # bad inputs fail before the slow model load
-        model, names = load_checkpoint_model(args.checkpoint, args.device)
-        predict_files(
-            model,
-            args.inputs,
-            args.output_dir,
-            names,
-            score_threshold=args.score_threshold,
-            device=args.device,
+        # bad inputs fail before the slow model load
+        if args.ann:
+            items = predict_run.items_from_ann(args.ann, args.images, args.output_dir)
+        else:
+            items = predict_run.items_from_inputs(args.inputs, args.output_dir)
+        predictor = load_predictor(args)
+        predict_run.run_predictions(
+            predictor, items, args.output_dir, vis=args.vis, min_side=max(0, args.min_side)
         )
     except (ValueError, OSError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detnorm.eval_stats import STANDARD_MAX_DETS, max_dets_list, stat_names, summary_stats
 from detnorm.io import read_json, save_results, write_json_atomic
 
 __all__ = [
@@ -217,15 +218,19 @@ def evaluate_coco(
     *,
     iou_types: Iterable[str] = IOU_TYPES,
     backend: str = DEFAULT_BACKEND,
+    max_dets: int = STANDARD_MAX_DETS,
 ) -> dict[str, dict]:
     """Run COCOeval and return ``{iou_type: {stat: value, ..., "per_category": {name: AP}}}``.
 
     ``gt``: COCO object, dataset dict or json path. ``results``: ``{iou_type: list | path}``,
     or one list / json path used for every iou type. Stats are the 12 of ``STAT_NAMES`` x100;
     ``None`` where COCO leaves them undefined (pycocotools' -1, e.g. APs with no small GT).
-    Per-category AP is at IoU .50:.95, all areas, 100 detections, ``None`` if undefined.
+    Per-category AP is at IoU .50:.95, all areas, ``max_dets`` detections, ``None`` if undefined.
     ``backend``: ``"faster"`` (faster-coco-eval, the default; same numbers) or
     ``"pycocotools"``; see :func:`resolve_backend` for the fallback.
+    ``max_dets``: detections kept per image and category, COCOeval's ``maxDets = [1, 10,
+    max_dets]`` (>= 10). Every stat except AR1/AR10 is at that limit and the third recall is named
+    ``AR{max_dets}`` (``detnorm.eval_stats.stat_names``).
     """
     iou_types = _check_iou_types(iou_types)
     backend = resolve_backend(backend)
@@ -233,8 +238,9 @@ def evaluate_coco(
     by_type = _load_results(results, iou_types)
     for iou_type, dets in by_type.items():
         check_results(dataset, dets, iou_type)
+    limits = max_dets_list(max_dets)
     run = _run_pycocotools if backend == "pycocotools" else _run_faster
-    return {t: _metrics(run(dataset, _copy_results(by_type[t], t), t)) for t in iou_types}
+    return {t: _metrics(run(dataset, _copy_results(by_type[t], t), t, limits)) for t in iou_types}
 
 
 _fallback_noticed = False
@@ -262,7 +268,9 @@ def _copy_results(results: list[dict], iou_type: str) -> list[dict]:
     return [dict(r) for r in results]
 
 
-def _run_pycocotools(dataset: dict, dets: list[dict], iou_type: str) -> COCOeval:
+def _run_pycocotools(
+    dataset: dict, dets: list[dict], iou_type: str, max_dets: list[int] | None = None
+) -> COCOeval:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = dataset
@@ -275,13 +283,14 @@ def _run_pycocotools(dataset: dict, dets: list[dict], iou_type: str) -> COCOeval
             dt.dataset["categories"] = copy.deepcopy(dataset["categories"])
             dt.createIndex()
         ev = COCOeval(gt, dt, iou_type)
+        ev.params.maxDets = list(max_dets or ev.params.maxDets)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return ev
 
 
-def _run_faster(dataset: dict, dets: list[dict], iou_type: str):
+def _run_faster(dataset: dict, dets: list[dict], iou_type: str, max_dets: list[int] | None = None):
     from faster_coco_eval import COCO as FasterCOCO
     from faster_coco_eval import COCOeval_faster
 
@@ -290,6 +299,7 @@ def _run_faster(dataset: dict, dets: list[dict], iou_type: str):
 
     gt = FasterCOCO(dataset, print_function=quiet)
     ev = COCOeval_faster(gt, gt.loadRes(dets), iou_type, print_function=quiet)
+    ev.params.maxDets = list(max_dets or ev.params.maxDets)
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
@@ -301,12 +311,15 @@ def _percent(x: float) -> float | None:
 
 
 def _metrics(ev) -> dict:
-    """The 12 stats and per-category AP (x100) from an evaluated, summarized COCOeval."""
+    """The 12 stats and per-category AP (x100) from an evaluated, summarized COCOeval, at its
+    ``params.maxDets[-1]`` (see ``detnorm.eval_stats``)."""
+    max_dets = int(ev.params.maxDets[-1])
+    names = stat_names(max_dets)
     metrics: dict[str, Any] = {
-        name: _percent(s) for name, s in zip(STAT_NAMES, ev.stats[:12], strict=True)
+        name: _percent(s) for name, s in zip(names, summary_stats(ev), strict=True)
     }
     # precision: (iou thresholds, recall thresholds, categories, area ranges, max dets);
-    # area index 0 is "all", max-dets index -1 is 100, as in COCOeval.summarize.
+    # area index 0 is "all", max-dets index -1 is the limit, as in COCOeval.summarize.
     precision = ev.eval["precision"][:, :, :, 0, -1]
     per_category: dict[str, float | None] = {}
     for k, cat_id in enumerate(ev.params.catIds):

@@ -26,6 +26,10 @@ def atomic_write(
     system, since the temporary file is in the same directory), and the directory is fsync'ed
     after it, so ``path`` holds either its old or its new complete content, even if the
     process is killed mid-write. The parent directory is created if needed.
+
+    If anything fails (a full disk: ``ENOSPC``, an I/O error: ``EIO``), the temporary file is
+    removed and ``path`` keeps its previous content; an ``OSError`` without a file name is
+    raised again with ``path`` as its ``filename`` (same ``errno``), so the message names it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +42,11 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
     _fsync_dir(path.parent)
     return path

@@ -9,9 +9,9 @@ Batches are ``(images, targets)`` as produced by ``detnorm.data``: images a list
 with ``boxes`` ``(N, 4)`` xyxy absolute pixels, ``labels`` in 1..K, ``masks`` ``(N, H, W)``
 and ``image_id``.
 
-Optimization: SGD (momentum 0.9), weight decay ``weight_decay`` except on norm parameters
-(``norm_weight_decay``, 0 by default, as in the GN paper), and the schedule of
-``detnorm.schedule`` stepped once per optimizer step.
+Optimization: SGD (momentum 0.9) or AdamW (``optimizer``), weight decay ``weight_decay`` except
+on norm parameters (``norm_weight_decay``, 0 by default, as in the GN paper), and the step or
+cosine schedule of ``detnorm.schedule`` (``lr_schedule``) stepped once per optimizer step.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from detnorm.callbacks import NonFiniteLossError
+from detnorm.eval_stats import eval_max_dets
 from detnorm.evaluation import (
     evaluate_coco,
     gather_predictions,
@@ -32,7 +33,8 @@ from detnorm.evaluation import (
     save_results,
 )
 from detnorm.model import build_maskrcnn, resolve_norms
-from detnorm.norm import param_groups
+from detnorm.optim import build_optimizer
+from detnorm.remedies import nonfinite_remedies
 from detnorm.schedule import build_lr_scheduler, resolve_schedule
 
 __all__ = ["DetnormModule"]
@@ -53,9 +55,12 @@ class DetnormModule(pl.LightningModule):
             trainable_backbone_layers, input_format, stride_in_1x1: see ``build_maskrcnn``.
         model_kwargs: extra ``MaskRCNN`` keyword arguments (``min_size``/``max_size`` = test
             size, ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ...).
-        schedule, total_batch_size, base_lr, max_steps, warmup_iters, warmup_factor: see
-            ``detnorm.schedule.resolve_schedule`` (``base_lr``/``warmup_iters`` at 16 images).
-        weight_decay, norm_weight_decay, momentum: SGD settings.
+        schedule, total_batch_size, base_lr, max_steps, warmup_iters, warmup_factor,
+            warmup_floor: see ``detnorm.schedule.resolve_schedule`` (``base_lr``/``warmup_iters``
+            at 16 images; the CLI sets ``warmup_floor=True``).
+        weight_decay, norm_weight_decay, momentum: optimizer settings (``momentum``: SGD only).
+        optimizer: ``"sgd"`` (the recipe) or ``"adamw"``; see ``detnorm.optim.build_optimizer``.
+        lr_schedule: ``"step"`` (the recipe) or ``"cosine"``, both after the same warmup.
         eval_backend: ``"faster"`` (faster-coco-eval; pycocotools when it is not installed) or
             ``"pycocotools"``; both give the same stats.
 
@@ -88,10 +93,13 @@ class DetnormModule(pl.LightningModule):
         max_steps: int | None = None,
         warmup_iters: int = 1000,
         warmup_factor: float = 0.001,
+        warmup_floor: bool = False,
         weight_decay: float = 1e-4,
         norm_weight_decay: float = 0.0,
         momentum: float = 0.9,
         eval_backend: str = "faster",
+        optimizer: str = "sgd",
+        lr_schedule: str = "step",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +116,8 @@ class DetnormModule(pl.LightningModule):
             max_steps=max_steps,
             warmup_iters=warmup_iters,
             warmup_factor=warmup_factor,
+            warmup_floor=warmup_floor,
+            lr_schedule=lr_schedule,
         )
         self.model = build_maskrcnn(
             num_classes=num_classes + 1,
@@ -127,6 +137,7 @@ class DetnormModule(pl.LightningModule):
         self.output_dir: str | Path | None = None
         self.last_metrics: dict | None = None
         self._val_results: dict[str, list] = {"bbox": [], "segm": []}
+        self._val_unreadable: list[dict] = []  # {"image_id"} of images that did not decode
 
     # ----------------------------------------------------------------- training
     def forward(self, images, targets=None):
@@ -139,10 +150,14 @@ class DetnormModule(pl.LightningModule):
         bad = not bool(torch.isfinite(loss))
         if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
             terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            clip = self.trainer.gradient_clip_val
+            remedies = nonfinite_remedies(self.hparams, self.schedule, self.norms,
+                                          None if not clip else float(clip))  # fmt: skip
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.global_step + 1} (rank {self.global_rank}: "
                 f"loss={float(loss.detach()):.4g}; {terms}); stopped before updating the weights; the "
-                f"checkpoints keep the last good state (step <= {self.global_step})"
+                f"checkpoints keep the last good state (step <= {self.global_step})\n"
+                "to try:" + "".join(f"\n  - {line}" for line in remedies)
             )
         n = len(images)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -154,10 +169,14 @@ class DetnormModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = param_groups(
-            self.model, weight_decay=hp.weight_decay, norm_weight_decay=hp.norm_weight_decay
+        optimizer = build_optimizer(
+            self.model,
+            hp.get("optimizer", "sgd"),
+            lr=self.schedule.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+            norm_weight_decay=hp.norm_weight_decay,
         )
-        optimizer = torch.optim.SGD(groups, lr=self.schedule.lr, momentum=hp.momentum)
         scheduler = build_lr_scheduler(optimizer, self.schedule)
         return {
             "optimizer": optimizer,
@@ -167,9 +186,18 @@ class DetnormModule(pl.LightningModule):
     # --------------------------------------------------------------- evaluation
     def on_validation_epoch_start(self) -> None:
         self._val_results = {"bbox": [], "segm": []}
+        self._val_unreadable = []
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
+        # an image that failed to decode has no detections (COCO counts it as such)
+        unreadable = [t["image_id"] for t in targets if "undecodable" in t]
+        self._val_unreadable.extend({"image_id": int(i)} for i in unreadable)
+        if unreadable:
+            images = [im for im, t in zip(images, targets, strict=True) if "undecodable" not in t]
+            targets = [t for t in targets if "undecodable" not in t]
+            if not images:
+                return
         outputs = self.model(images)
         image_ids = [int(t["image_id"]) for t in targets]
         outputs = [{k: v.float().cpu() for k, v in o.items()} for o in outputs]
@@ -180,11 +208,20 @@ class DetnormModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         results = {t: gather_predictions(r) for t, r in self._val_results.items()}
+        unreadable = gather_predictions(self._val_unreadable)
         metrics = None
         if self.trainer.is_global_zero:
             gt = self.trainer.datamodule.val_coco
-            metrics = evaluate_coco(gt, results, backend=self.hparams.eval_backend)
+            max_dets = eval_max_dets(self.model.roi_heads.detections_per_img)
+            metrics = evaluate_coco(
+                gt, results, backend=self.hparams.eval_backend, max_dets=max_dets
+            )
             metrics["step"] = int(self.global_step)
+            val_set = getattr(self.trainer.datamodule, "val_set", None)
+            skipped = {int(i) for i, _, _ in getattr(val_set, "skipped_images", [])}
+            ids = sorted({int(d["image_id"]) for d in unreadable} | skipped)
+            if ids:  # left out at setup or failed to decode: scored as images without detections
+                metrics["unreadable_images"] = ids
             out = self.output_dir or self.trainer.default_root_dir
             save_results(out, results, metrics)
         metrics = self.trainer.strategy.broadcast(metrics, src=0)

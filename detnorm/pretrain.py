@@ -225,7 +225,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, train_dl, ckpt_path=resume, weights_only=False)
+        trainer.fit(module, train_dl, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - start
     trainer.validate(module, val_dl, verbose=False)
     if not trainer.is_global_zero:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from detnorm.evaluation import STAT_NAMES
+from detnorm.eval_stats import STANDARD_MAX_DETS, max_dets_of, stat_names
 
 __all__ = ["format_metrics_table", "format_per_category_table"]
 
@@ -20,10 +20,18 @@ def _by_iou_type(metrics: Mapping) -> dict[str, Mapping]:
 
 
 def format_metrics_table(metrics: Mapping[str, Mapping]) -> str:
-    """Markdown table: one row per iou type (bbox, segm), one column per stat, 1 decimal."""
-    lines = ["| | " + " | ".join(STAT_NAMES) + " |", "|---|" + "---:|" * len(STAT_NAMES)]
-    for iou_type, m in _by_iou_type(metrics).items():
-        lines.append(f"| {iou_type} | " + " | ".join(_fmt(m.get(s)) for s in STAT_NAMES) + " |")
+    """Markdown table: one row per iou type (bbox, segm), one column per stat, 1 decimal.
+
+    Stats evaluated at another detections-per-image limit than COCO's 100 say so in the header:
+    its first cell reads ``maxDets N`` and the third recall column is ``AR{N}``.
+    """
+    rows = _by_iou_type(metrics)
+    max_dets = max((max_dets_of(m) for m in rows.values()), default=STANDARD_MAX_DETS)
+    names = stat_names(max_dets)
+    corner = "| |" if max_dets == STANDARD_MAX_DETS else f"| maxDets {max_dets} |"
+    lines = [f"{corner} " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for iou_type, m in rows.items():
+        lines.append(f"| {iou_type} | " + " | ".join(_fmt(m.get(s)) for s in names) + " |")
     return "\n".join(lines)
 
 

@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
 from detnorm.callbacks import (
     AtomicCheckpointIO,
     EvalAtEnd,
     RunCheckpoints,
-    RunCSVLogger,
     StepSeed,
+    UndecodableReport,
 )
 from detnorm.config import ConfigError
+from detnorm.loggers import build_loggers
 from detnorm.model import resolve_norms
 from detnorm.module import DetnormModule
 from detnorm.norm import describe_norm, uses_batch_stats
 from detnorm.precise_bn import PreciseBN
+from detnorm.prediction_grid import PredictionGrid
+from detnorm.signals import GracefulStop
+from detnorm.trainer_options import early_stopping
 
 __all__ = [
     "RunResult",
@@ -68,6 +71,7 @@ def say(*args) -> None:
 
 def build_datamodule(cfg: dict, **kw):
     from detnorm.data.datamodule import DetectionDataModule
+    from detnorm.data.image_check import BadImagesError
 
     dm = DetectionDataModule(
         cfg.get("data"),
@@ -79,11 +83,18 @@ def build_datamodule(cfg: dict, **kw):
         num_workers=cfg.get("num_workers", 0),
         train_scales=tuple(cfg.get("train_scales", (800,))),
         max_size=cfg.get("max_size", 1333),
+        scale_jitter=cfg.get("scale_jitter"),
+        color_jitter=cfg.get("color_jitter"),
         seed=cfg.get("seed", 0),
+        keep_empty=bool(cfg.get("keep_empty", False)),
+        accumulate_grad_batches=cfg.get("accumulate_grad_batches", 1),
+        skip_bad_images=bool(cfg.get("skip_bad_images", False)),
         **kw,
     )
     try:
         dm.setup("fit")
+    except BadImagesError as e:  # one summary line, then one line per file
+        raise ConfigError(f"--data: {e}") from None
     except (ValueError, OSError) as e:
         key, _, rest = str(e).partition(":")
         known = ("train_ann", "train_images", "val_ann", "val_images", "data")
@@ -101,6 +112,8 @@ def module_kwargs(cfg: dict, dm, total_batch_size: int) -> dict:
     trainable = cfg["trainable_backbone_layers"]
     model_kwargs = {"min_size": cfg["test_size"], "max_size": cfg["max_size"]}
     model_kwargs.update(cfg["model_kwargs"])
+    if cfg.get("max_detections") is not None:  # --max-detections wins over model_kwargs
+        model_kwargs["box_detections_per_img"] = cfg["max_detections"]
     return dict(
         num_classes=dm.num_classes,
         label_to_cat_id={str(k): int(v) for k, v in dm.label_to_cat_id.items()},
@@ -123,10 +136,13 @@ def module_kwargs(cfg: dict, dm, total_batch_size: int) -> dict:
         max_steps=cfg["max_steps"],
         warmup_iters=cfg["warmup_iters"],
         warmup_factor=float(cfg["warmup_factor"]),
+        warmup_floor=bool(cfg["warmup_floor"]),
         weight_decay=float(cfg["weight_decay"]),
         norm_weight_decay=float(cfg["norm_weight_decay"]),
         momentum=float(cfg["momentum"]),
         eval_backend=cfg["eval_backend"],
+        optimizer=cfg.get("optimizer", "sgd"),
+        lr_schedule=cfg.get("lr_schedule", "step"),
     )
 
 
@@ -145,13 +161,23 @@ def build_module(kwargs: dict) -> DetnormModule:
         raise ConfigError(f"model: {msg}") from None
 
 
-def load_pretrained(module: DetnormModule, source: str) -> None:
-    """Load ``--pretrained`` weights; record the input format / stride they imply in hparams."""
+def load_pretrained(
+    module: DetnormModule, source: str, *, trust: bool = False, prefix: str | None = None
+) -> None:
+    """Load ``--pretrained`` weights; record the input format / stride they imply in hparams.
+
+    ``trust`` (``--trust-weights``) lets a file that pickles more than tensors load; ``prefix``
+    (``--pretrained-prefix``) picks the model's key prefix inside a wrapped file."""
+    from detnorm.checkpoints import DownloadError, UnsafeWeightsError
     from detnorm.weights import load_weights
 
     try:
         report = load_weights(module.model, source, num_classes=module.hparams.num_classes + 1,
-                              logger=say)  # fmt: skip
+                              logger=say, trust=trust, prefix=prefix)  # fmt: skip
+    except UnsafeWeightsError as e:
+        raise ConfigError(f"--pretrained: {e}") from None
+    except DownloadError as e:  # offline: names the URL and the cache path to put the file at
+        raise ConfigError(f"--pretrained {source}: {one_line(e)}") from None
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise ConfigError(
             f"--pretrained {source}: does not fit the config: {one_line(e)}"
@@ -160,12 +186,16 @@ def load_pretrained(module: DetnormModule, source: str) -> None:
     module.hparams.stride_in_1x1 = bool(report.stride_in_1x1)
 
 
-def check_resume(path: Path, module: DetnormModule) -> int:
+def check_resume(path: Path, module: DetnormModule, *, trust: bool = False) -> int:
     """Raise ConfigError when checkpoint ``path`` was made with another architecture; else
-    return its global step."""
+    return its global step. The file is read with ``weights_only=True`` unless ``trust``."""
+    from detnorm.checkpoints import UnsafeWeightsError, torch_load
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch_load(path, trust=trust)
         saved, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    except UnsafeWeightsError as e:
+        raise ConfigError(f"--resume: {e}") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error here
         raise ConfigError(f"--resume {path}: not a detnorm checkpoint ({one_line(e)})") from None
     hp = dict(module.hparams)
@@ -232,19 +262,19 @@ def build_trainer(
     ``resume_step``: global step of the checkpoint being resumed (keeps metrics.csv rows).
     """
     spec = module.schedule
-    loggers = [RunCSVLogger(out, keep_before_step=resume_step)]
-    try:
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        loggers.append(
-            TensorBoardLogger(save_dir=out, name="tb", version="", default_hp_metric=False)
-        )
-    except ModuleNotFoundError:  # tensorboard not installed: CSV only
-        pass
+    accumulate = cfg.get("accumulate_grad_batches", 1)
+    loggers = build_loggers(cfg.get("logger", ["tensorboard"]), out, run_name=Path(out).name,
+                            keep_before_step=resume_step)  # fmt: skip
     callbacks = [StepSeed(cfg["seed"]), EvalAtEnd(),
                  RunCheckpoints(out / "checkpoints", cfg["checkpoint_period"] or cfg["eval_period"])]  # fmt: skip
     if cfg["precise_bn"] and any(uses_batch_stats(n) for n in module.norms.values()):
         callbacks.append(PreciseBN(cfg["precise_bn_iters"]))
+    callbacks.append(PredictionGrid(out / "predictions.png"))  # after PreciseBN's statistics
+    checkpoints = next(c for c in callbacks if isinstance(c, RunCheckpoints))
+    callbacks.append(GracefulStop(checkpoints))  # SIGTERM/SIGINT: save last.ckpt, then stop
+    callbacks.append(UndecodableReport())
+    if cfg.get("early_stopping_patience"):
+        callbacks.append(early_stopping(cfg["early_stopping_patience"]))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
@@ -254,9 +284,15 @@ def build_trainer(
             num_nodes=cfg["num_nodes"],
             strategy="ddp" if world > 1 else "auto",
             precision=cfg["precision"],
+            gradient_clip_val=cfg["clip_grad_norm"],
+            gradient_clip_algorithm="norm" if cfg["clip_grad_norm"] else None,
             max_steps=spec.max_steps,
             max_epochs=-1,
-            val_check_interval=min(cfg["eval_period"] or spec.max_steps, spec.max_steps),
+            accumulate_grad_batches=accumulate,
+            # counted in batches: `accumulate` batches make one optimizer step (a full one, as
+            # the train sampler pads every epoch to whole steps)
+            val_check_interval=min(cfg["eval_period"] or spec.max_steps, spec.max_steps)
+            * accumulate,
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             use_distributed_sampler=False,
@@ -267,5 +303,5 @@ def build_trainer(
             enable_model_summary=False,
             log_every_n_steps=cfg["log_every_n_steps"],
             default_root_dir=out,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(trust=cfg.get("trust_weights", False))],
         )

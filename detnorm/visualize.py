@@ -10,12 +10,14 @@ probabilities (or ``(N, H, W)`` bool/uint8). ``category_names[label - 1]`` names
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from detnorm.data.image_io import read_image
@@ -54,11 +56,12 @@ def _to_uint8(image: Tensor) -> Tensor:
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def label_text(label: int, score: float, category_names: Sequence[str] | None) -> str:
-    """``"name 0.93"``; the label number stands in for a name that is not known."""
+def label_text(label: int, score: float | None, category_names: Sequence[str] | None) -> str:
+    """``"name 0.93"`` (``"name"`` for ``score=None``); the label number stands in for a name
+    that is not known."""
     names = category_names or ()
     name = names[label - 1] if 1 <= label <= len(names) else str(label)
-    return f"{name} {score:.2f}"
+    return name if score is None else f"{name} {score:.2f}"
 
 
 def draw_predictions(
@@ -69,12 +72,13 @@ def draw_predictions(
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     alpha: float = 0.5,
+    show_scores: bool = True,
 ) -> Tensor:
     """Draw the detections with ``score >= score_threshold`` onto a copy of ``image``.
 
     Each kept instance gets one color: its mask (probability ``>= mask_threshold``) is filled
-    with that color at opacity ``alpha``, then its box is outlined and labelled "class score".
-    Returns a ``(3, H, W)`` uint8 tensor; with nothing kept it equals the input (as uint8).
+    with that color at opacity ``alpha``, then its box is outlined and labelled "class score"
+    ("class" alone with ``show_scores=False``, as for ground truth). Returns a ``(3, H, W)`` uint8 tensor; with nothing kept it equals the input (as uint8).
     """
     canvas = _to_uint8(image.detach().cpu())
     height, width = canvas.shape[1:]
@@ -104,7 +108,10 @@ def draw_predictions(
     return draw_bounding_boxes(
         canvas,
         boxes,
-        labels=[label_text(lab, s, category_names) for lab, s in zip(labels, scores, strict=True)],
+        labels=[
+            label_text(lab, s if show_scores else None, category_names)
+            for lab, s in zip(labels, scores, strict=True)
+        ],
         colors=colors,
         width=max(2, round(short / 250)),
         font=font,
@@ -115,19 +122,72 @@ def draw_predictions(
     )
 
 
+def upscale_factor(height: int, width: int, min_side: int = 512) -> int:
+    """The smallest integer factor that brings the short side to ``min_side`` or more.
+
+    1 for images already that large, and for ``min_side <= 0`` (no upscaling). Labels are drawn
+    at about ``short side / 40`` px, so 512 gives text of 13 px on a 64 px image.
+    """
+    if min_side <= 0:
+        return 1
+    return max(1, math.ceil(min_side / max(1, min(height, width))))
+
+
+def upscale(image: Tensor, instances: dict[str, Tensor], factor: int) -> tuple[Tensor, dict]:
+    """``image`` (3, H, W) and its ``instances`` scaled by ``factor`` -> (3, fH, fW) and a new dict.
+
+    ``boxes`` (N, 4) xyxy are multiplied; ``masks`` are resized to (fH, fW): float probabilities
+    ``(N, 1, H, W)`` or ``(N, H, W)`` bilinearly, bool/uint8 masks by nearest neighbour. Other
+    entries (labels, scores) are kept. The image is resized bilinearly (uint8 stays uint8).
+    """
+    if factor == 1:
+        return image, dict(instances)
+    height, width = image.shape[-2:]
+    size = (height * factor, width * factor)
+    dtype = image.dtype
+    big = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    big = big.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else big.to(dtype)
+    out = dict(instances)
+    out["boxes"] = instances["boxes"].float() * factor
+    masks = instances.get("masks")
+    if masks is not None:
+        m = masks if masks.ndim == 4 else masks[:, None]
+        if m.is_floating_point():
+            m = F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
+        else:
+            m = F.interpolate(m.to(torch.uint8), size=size, mode="nearest").to(masks.dtype)
+        out["masks"] = m if masks.ndim == 4 else m[:, 0]
+    return big, out
+
+
+def keep_scores(instances: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
+    """The instances with ``scores >= score_threshold`` (every per-instance entry filtered)."""
+    keep = instances["scores"] >= score_threshold
+    return {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v
+            for k, v in instances.items()}  # fmt: skip
+
+
 @torch.inference_mode()
 def predict_image(
-    model: torch.nn.Module, image: Tensor, device: str | torch.device = "cpu"
+    model: torch.nn.Module,
+    image: Tensor,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict:
     """Run ``model`` (a torchvision MaskRCNN, put in eval mode) on one ``(3, H, W)`` image.
 
-    uint8 images are scaled to float ``[0, 1]``. Returns the output dict on the CPU, in the
-    image's original coordinates (the model's transform resizes and maps back).
+    uint8 images are scaled to float ``[0, 1]``. ``autocast_dtype`` (e.g. ``torch.bfloat16``)
+    runs the forward under ``torch.autocast`` on the device. Returns the output dict on the CPU,
+    floats as float32, in the image's original coordinates (the model's transform resizes and
+    maps back).
     """
     model.eval()
     x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-    output = model([x.to(device)])[0]
-    return {k: v.detach().cpu() for k, v in output.items()}
+    device = torch.device(device)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        output = model([x.to(device)])[0]
+    return {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+            for k, v in output.items()}  # fmt: skip
 
 
 def _is_image(path: Path) -> bool:
@@ -185,9 +245,13 @@ def predict_files(
     score_threshold: float = 0.5,
     device: str | torch.device = "cpu",
     log: Callable[[str], object] = print,
+    min_side: int = 0,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[Path]:
     """Predict on every input image and write the drawn PNGs; return the written paths.
 
+    ``min_side > 0`` upscales images whose short side is smaller by an integer factor
+    (:func:`upscale_factor`) before drawing, so the labels stay readable; 0 keeps the size.
     All inputs are checked before the first prediction, so a bad argument fails fast.
     Unreadable images raise ``OSError`` naming the file.
     """
@@ -198,8 +262,10 @@ def predict_files(
     written = []
     for src, dst in pairs:
         image = torch.from_numpy(read_image(src)).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
-        prediction = predict_image(model, image, device)
-        drawn = draw_predictions(image, prediction, category_names, score_threshold=score_threshold)
+        prediction = predict_image(model, image, device, autocast_dtype)
+        factor = upscale_factor(*image.shape[-2:], min_side)
+        big, shown = upscale(image, keep_scores(prediction, score_threshold), factor)
+        drawn = draw_predictions(big, shown, category_names, score_threshold=score_threshold)
         dst.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(dst)
         kept = int((prediction["scores"] >= score_threshold).sum())

@@ -82,6 +82,7 @@ class LoadReport:
     reinitialized: list[str] = field(default_factory=list)
     input_format: str = "rgb"
     stride_in_1x1: bool = False
+    key_prefix: str | None = None  # where a wrapped file held the model ("" = top level)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -228,6 +229,8 @@ def load_weights(
     strict: bool = True,
     num_classes: int | None = None,
     logger=print,
+    trust: bool = False,
+    prefix: str | None = None,
 ) -> LoadReport:
     """Load ``source`` into a model from :func:`detnorm.model.build_maskrcnn`; see the module doc.
 
@@ -235,17 +238,24 @@ def load_weights(
     ``"coco_v2"``); URLs download once into torch.hub's cache (``$TORCH_HOME``).
     ``num_classes``, if given, must equal the model's (background included). With
     ``strict=False`` missing/unexpected/mis-shaped keys are reported and skipped.
-    ``logger`` receives the report's summary.
+    ``logger`` receives the report's summary. A file whose pickle needs anything beyond
+    tensors and containers is refused (``UnsafeWeightsError``) unless ``trust``. A model saved
+    inside a wrapper (``module.encoder.``, ``model.backbone.``, next to a head or an EMA copy)
+    is found by its key prefix (:mod:`detnorm.prefixes`); ``prefix`` chooses among several.
     """
     classes = model.roi_heads.box_predictor.cls_score.out_features
     if num_classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} but the model has {classes} classes")
     path = resolve_source(source, depth=model_depth(model))
-    fmt, state, ignored, hparams = read_weights(path)
+    fmt, state, ignored, hparams = read_weights(path, trust=trust, prefix=prefix)
     body = model.backbone.body
     whole = fmt in ("torchvision_maskrcnn", "detnorm")
     report = LoadReport(source=str(path), format=fmt, target="model" if whole else "backbone.body",
                         ignored=ignored, stride_in_1x1=get_stride_in_1x1(body))  # fmt: skip
+    if fmt != "detnorm" and "key_prefix" in hparams:
+        report.key_prefix = hparams["key_prefix"]
+        report.notes.append(f"the {fmt} weights were found under the key prefix "
+                            f"{report.key_prefix!r}; {len(ignored)} other key(s) ignored")  # fmt: skip
     input_format, stride = "rgb", False
     if fmt == "torchvision_resnet":
         if any(k.endswith(".running_mean") for k in state):

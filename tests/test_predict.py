@@ -161,9 +161,17 @@ def test_cli_on_a_module_checkpoint(tmp_path, capsys):
     ]
     out = tmp_path / "out"
     capsys.readouterr()
-    args = ["--checkpoint", str(ckpt), str(tmp_path / "in"), "--output-dir", str(out)]
+    args = ["--checkpoint", str(ckpt), str(tmp_path / "in"), "--output-dir", str(out),
+            "--min-side", "0"]  # fmt: skip
+    assert main(args) == 0  # without --vis: COCO results only
+    assert not list(out.rglob("*.png"))
+    assert {p.name for p in out.iterdir()} == {
+        "predictions_bbox.json", "predictions_segm.json", "images.json"}  # fmt: skip
+    capsys.readouterr()
+    args.append("--vis")
     assert main([*args, "--score-threshold", "0"]) == 0
-    logged = capsys.readouterr().out.splitlines()
+    *logged, summary = capsys.readouterr().out.splitlines()
+    assert summary.startswith("wrote ") and "predictions_bbox.json" in summary
     for src, line in zip(inputs, logged, strict=True):
         dst = out / src.relative_to(tmp_path / "in")
         assert line.startswith(f"{src} -> {dst}: ")
@@ -214,6 +222,9 @@ def test_cli_end_to_end_on_a_trained_checkpoint(tmp_path, capsys):
                 str(out),
                 "--score-threshold",
                 "0",
+                "--min-side",
+                "0",
+                "--vis",
             ]
         )
         == 0

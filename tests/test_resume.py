@@ -26,7 +26,7 @@ def _args(data, out) -> list[str]:
 
 
 def _state(out: Path) -> dict:
-    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_killed_and_resumed_equals_uninterrupted(tiny_data, tmp_path):  # noqa: F811

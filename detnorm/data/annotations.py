@@ -1,10 +1,12 @@
 """Reading and validating COCO instance JSON.
 
 Structural problems raise immediately, naming the file and the id: a missing or invalid JSON
-file, missing ``images``/``categories`` lists, duplicate ids, an annotation whose ``image_id`` or
-``category_id`` is unknown. Per-annotation defects are not fatal: ``clean_annotations`` skips them
-and counts them by reason (zero/negative area boxes, polygons with fewer than 3 points, masks
-outside the image, NaN coordinates, malformed segmentations, RLE of the wrong size).
+file, missing ``images``/``categories`` lists, duplicate image, category or annotation ids, an
+annotation whose ``image_id`` or ``category_id`` is unknown. Per-annotation defects are not fatal:
+``clean_annotations`` skips them and counts them by reason, with their ids (zero/negative area
+boxes, a bbox that is not 4 numbers, polygons with fewer than 3 points or an odd number of
+coordinates, masks outside the image, NaN coordinates, malformed segmentations, RLE of the
+wrong size).
 """
 
 from __future__ import annotations
@@ -52,8 +54,15 @@ def load_coco_json(path: str | Path) -> dict:
         if cat["id"] in cat_ids:
             raise ValueError(f"{path}: duplicate category id {cat['id']}")
         cat_ids.add(cat["id"])
+    ann_ids: set = set()
     for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{path}: annotations[{i}] is not an object")
         aid = ann.get("id", f"at index {i}")
+        if "id" in ann:
+            if ann["id"] in ann_ids:
+                raise ValueError(f"{path}: duplicate annotation id {ann['id']}")
+            ann_ids.add(ann["id"])
         if ann.get("image_id") not in image_ids:
             raise ValueError(
                 f"{path}: annotation id {aid} points at unknown image id {ann.get('image_id')}"
@@ -100,8 +109,10 @@ def _clean_one(ann: dict, width: int, height: int, counts: Counter):
     seg = ann.get("segmentation")
     bbox = ann.get("bbox")
     if bbox is not None:
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            return "malformed bbox"
+        if not (isinstance(bbox, list) and len(bbox) == 4) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox
+        ):
+            return "malformed bbox (not 4 numbers)"
         if not _finite(bbox):
             return "NaN/inf coordinates"
         if bbox[2] <= 0 or bbox[3] <= 0:
@@ -111,7 +122,9 @@ def _clean_one(ann: dict, width: int, height: int, counts: Counter):
             return "malformed segmentation"
         if not all(_finite(p) for p in seg):
             return "NaN/inf coordinates"
-        parts = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
+        if any(len(p) % 2 for p in seg):
+            return "polygons with an odd number of coordinates"
+        parts = [p for p in seg if len(p) >= 6]
         if not parts:
             return "polygons with < 3 points"
         if len(parts) < len(seg):
@@ -149,8 +162,12 @@ def _clean_one(ann: dict, width: int, height: int, counts: Counter):
     return seg, [x0, y0, x1, y1]
 
 
-def clean_annotations(data: dict, path: Path) -> tuple[dict[int, list[dict]], Counter]:
+def clean_annotations(
+    data: dict, path: Path, ids: dict[str, list] | None = None
+) -> tuple[dict[int, list[dict]], Counter]:
     """Usable non-crowd annotations per image id, and a Counter of skipped ones by reason.
+
+    ``ids``, if given, receives the annotation ids skipped for each reason.
 
     Each kept annotation is ``{"id", "category_id", "segmentation", "bbox_xyxy"}``; compressed
     RLE counts are bytes, polygons keep only parts with >= 3 points. Crowd annotations are
@@ -166,6 +183,8 @@ def clean_annotations(data: dict, path: Path) -> tuple[dict[int, list[dict]], Co
         result = _clean_one(ann, width, height, counts)
         if isinstance(result, str):
             counts[result] += 1
+            if ids is not None:
+                ids.setdefault(result, []).append(ann.get("id"))
             continue
         seg, box = result
         per_image.setdefault(ann["image_id"], []).append(

@@ -25,6 +25,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from .annotations import CategoryMap, clean_annotations, load_coco_json
+from .image_check import MAX_LISTED, BadImagesError, check_images, size_mismatch
 from .image_io import DEFAULT_DECODER, read_image
 from .transforms import apply_transform, image_to_tensor
 
@@ -52,6 +53,13 @@ def decode_masks(segmentations: list, height: int, width: int) -> np.ndarray:
     return out
 
 
+def _ids(ids: list | None, limit: int = 5) -> str:
+    if not ids:
+        return ""
+    more = f", ... ({len(ids)} in all)" if len(ids) > limit else ""
+    return f" (annotation id{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids[:limit]))}{more})"
+
+
 class CocoInstanceDataset(Dataset):
     """Images and instance targets from a COCO JSON file.
 
@@ -63,6 +71,14 @@ class CocoInstanceDataset(Dataset):
         keep_empty: keep images that have no usable (non-crowd) annotation.
         category_map: label mapping to use (e.g. the training set's); default from this file.
         decoder: image decoder, see ``image_io.DECODERS``.
+        skip_bad_images: leave out images whose file cannot be read (listed in
+            ``skipped_images`` as ``(image_id, path, reason)``) instead of raising.
+        check_images: read every image's header now (``image_check``); False only checks that
+            the files exist.
+
+    Construction raises ``image_check.BadImagesError`` listing every unreadable image (unless
+    ``skip_bad_images``) and every image whose size differs from the annotation. An image that
+    fails to decode later is never fatal, see ``__getitem__``.
     """
 
     def __init__(
@@ -75,6 +91,8 @@ class CocoInstanceDataset(Dataset):
         category_map: CategoryMap | None = None,
         decoder: str = DEFAULT_DECODER,
         name: str = "dataset",
+        skip_bad_images: bool = False,
+        check_images: bool = True,
     ):
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
@@ -93,18 +111,29 @@ class CocoInstanceDataset(Dataset):
                     f"categories {category_map.cat_ids}"
                 )
         self.category_map = category_map
-        per_image, self.defects = clean_annotations(data, self.ann_file)
+        self.defect_ids: dict[str, list] = {}  # reason -> ids of the skipped annotations
+        per_image, self.defects = clean_annotations(data, self.ann_file, self.defect_ids)
+        self.name = name
         self.images = []
         self.records = []
+        candidates = []
         for img in data["images"]:
             anns = per_image.get(img["id"], [])
             if not anns and not keep_empty:
                 continue
             path = self.image_dir / img["file_name"]
-            if not os.path.isfile(path):
+            if not check_images and not os.path.isfile(path):
                 raise FileNotFoundError(
                     f"{self.ann_file}: image id {img['id']}: file {path} does not exist"
                 )
+            candidates.append((img, anns, str(path)))
+        self.skipped_images = (
+            self._check_headers(candidates, skip_bad_images) if check_images else []
+        )
+        skipped = {image_id for image_id, _, _ in self.skipped_images}
+        for img, anns, path in candidates:
+            if img["id"] in skipped:
+                continue
             self.images.append(img)
             self.records.append(
                 (
@@ -115,9 +144,42 @@ class CocoInstanceDataset(Dataset):
                 )
             )
         self.ids = [int(img["id"]) for img in self.images]
+        self._groups: list[int] | None = None
+        self._undecodable: dict[int, str] = {}  # index -> reason, in this (worker) process
         if self.defects:
-            summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.defects.items()))
+            summary = ", ".join(
+                f"{n} {reason}{_ids(self.defect_ids.get(reason))}"
+                for reason, n in sorted(self.defects.items())
+            )
             log.warning("%s %s: skipped annotations: %s", name, self.ann_file, summary)
+
+    def _check_headers(self, candidates: list, skip: bool) -> list[tuple[int, str, str]]:
+        """Run ``image_check`` over ``(img, anns, path)``; raise or return the skipped images."""
+        checks, _ = check_images([c[2] for c in candidates], ann_file=self.ann_file,
+                                 name=self.name)  # fmt: skip
+        bad, mismatched = [], []
+        for (img, _, path), check in zip(candidates, checks, strict=True):
+            if check.error:
+                bad.append((img["id"], path, check.error))
+            elif line := size_mismatch(img["id"], path, check, img["width"], img["height"]):
+                mismatched.append(line)
+        if mismatched:
+            raise BadImagesError(
+                f"{self.ann_file}: {len(mismatched)} {self.name} image(s) differ in size from "
+                f"the annotation's width/height:", mismatched,
+            )  # fmt: skip
+        if bad and not skip:
+            raise BadImagesError(
+                f"{self.ann_file}: {len(bad)} of {len(candidates)} {self.name} images cannot be "
+                f"read; fix or remove them, or pass --skip-bad-images to leave them out:",
+                [f"  image id {i}: {path}: {why}" for i, path, why in bad],
+            )  # fmt: skip
+        if bad:
+            shown = "; ".join(f"id {i} ({why})" for i, _, why in bad[:MAX_LISTED])
+            more = f"; ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+            log.warning("%s %s: skipped %d unreadable image(s) (--skip-bad-images): %s%s",
+                        self.name, self.ann_file, len(bad), shown, more)  # fmt: skip
+        return bad
 
     def __len__(self) -> int:
         return len(self.records)
@@ -125,6 +187,20 @@ class CocoInstanceDataset(Dataset):
     def aspect_groups(self) -> list[int]:
         """Group per image: 0 when width >= height (landscape/square), 1 when portrait."""
         return [0 if img["width"] >= img["height"] else 1 for img in self.images]
+
+    def _replacement(self, index: int) -> int:
+        """The next index after ``index`` (cyclic) in its aspect group not known to fail."""
+        if self._groups is None:
+            self._groups = self.aspect_groups()
+        group, n = self._groups[index], len(self._groups)
+        for step in range(1, n):
+            j = (index + step) % n
+            if self._groups[j] == group and j not in self._undecodable:
+                return j
+        raise RuntimeError(
+            f"{self.ann_file}: no image of this aspect group decodes "
+            f"({len(self._undecodable)} failed: {sorted(self._undecodable.values())[:3]})"
+        )
 
     def load_image(self, index: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB; raises if unreadable or its size disagrees with the JSON."""
@@ -157,9 +233,20 @@ class CocoInstanceDataset(Dataset):
         elif self.transform is not None:
             self.transform.set_random_seed(aug_seed)
             self._seeded_for = None
+        skipped = []
+        while True:
+            try:
+                image = self.load_image(index)
+                break
+            except OSError as e:  # passed the header check, but the data does not decode
+                img = self.images[index]
+                self._undecodable[index] = str(e)
+                skipped.append({"image_id": int(img["id"]), "reason": str(e)})
+                if self.transform is None:  # evaluation: an image with no detections
+                    return self._unreadable_sample(img, skipped)
+                index = self._replacement(index)  # training: another of the same aspect
         img = self.images[index]
         _, boxes, labels, segs = self.records[index]
-        image = self.load_image(index)
         masks = decode_masks(segs, img["height"], img["width"])
         image, boxes, masks, keep = apply_transform(self.transform, image, boxes, masks)
         target = {
@@ -168,4 +255,19 @@ class CocoInstanceDataset(Dataset):
             "masks": torch.from_numpy(masks),
             "image_id": int(img["id"]),
         }
+        if skipped:
+            target["undecodable"] = skipped
         return image_to_tensor(image), target
+
+    def _unreadable_sample(self, img: dict, skipped: list) -> tuple:
+        """Placeholder for an evaluation image that failed to decode: a ``(3, 1, 1)`` zero
+        image and a target with no objects and ``"undecodable"`` set; the module predicts
+        nothing for it, so COCO evaluation counts it as an image without detections."""
+        target = {
+            "boxes": torch.zeros((0, 4)),
+            "labels": torch.zeros((0,), dtype=torch.int64),
+            "masks": torch.zeros((0, 1, 1), dtype=torch.uint8),
+            "image_id": int(img["id"]),
+            "undecodable": skipped,
+        }
+        return torch.zeros((3, 1, 1)), target

@@ -4,10 +4,19 @@ Both number images and annotations from 1 (pycocotools scores a detection matche
 truth with id 0 as a false positive) and categories 1..K in the order given or, by default,
 sorted by name. ``file_name`` is relative to ``image_root``; pass that folder as the images folder.
 
-**labelme** (``labelme_to_coco``): ``polygon`` shapes (>= 3 points) and ``rectangle`` shapes (two
-opposite corners) become polygon segmentations; shapes sharing a ``group_id`` and label merge into
-one instance (as labelme's own export does). Other shape types (circle, line, point, ...) are
-skipped and counted.
+**labelme** (``labelme_to_coco``), following labelme's own ``labelme2coco`` example:
+
+* ``polygon`` (>= 3 points), ``rectangle`` (two opposite corners, written as its 4 corners) and
+  ``circle`` (centre, then a point on the rim; written as a polygon of
+  :func:`circle_polygon` points, whose chords stay within 1 px of the arc) become polygon
+  segmentations. Other shape types (line, linestrip, point, mask, ...) are skipped and counted.
+* Shapes with the same label and ``group_id`` are one instance with several polygons (a
+  multi-polygon instance); a shape without ``group_id`` is an instance of its own.
+* ``__ignore__`` (labelme's label for regions to ignore) is never a category: each such
+  instance becomes an ``iscrowd: 1`` region (compressed RLE) once per category, so COCOeval
+  ignores detections of any class there and the training loader leaves it out of the targets.
+* ``_background_`` is never a category: such shapes are skipped and counted, and the two
+  names are dropped from a given category list (labelme's ``labels.txt`` starts with both).
 
 **instance label images** (``instance_masks_to_coco``): each PNG/TIFF (8/16/32-bit) holds one
 integer per pixel, 0 = background, each other value one instance. Masks are stored as compressed
@@ -26,6 +35,7 @@ An instance with no class raises ``ValueError`` naming the file and value.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -34,6 +44,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IGNORE_LABEL = "__ignore__"  # labelme: a region to ignore
+BACKGROUND_LABEL = "_background_"  # labelme: the background class of semantic labels
 
 
 def _categories(names, given):
@@ -56,13 +68,66 @@ def _polygon_ann(parts, image_id, h, w):
     }
 
 
+def _crowd_ann(parts, image_id, h, w):
+    """An ``iscrowd: 1`` region covering the union of polygons ``parts``, as compressed RLE."""
+    rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in parts], h, w))
+    box = [float(v) for v in mask_utils.toBbox(rle)]
+    area = float(mask_utils.area(rle))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {"image_id": image_id, "segmentation": rle, "area": area, "bbox": box, "iscrowd": 1}
+
+
+def circle_polygon(cx: float, cy: float, radius: float) -> np.ndarray:
+    """(N, 2) points on the circle, N >= 12, enough that each chord stays within 1 px of the arc.
+
+    A chord spanning angle ``a`` lies ``r (1 - cos(a / 2))`` inside the arc, so ``N`` is the
+    smallest count with ``r (1 - cos(pi / N)) <= 1``.
+    """
+    n = 12
+    if radius > 1:
+        n = max(n, math.ceil(math.pi / math.acos(1 - 1 / radius)))
+    angles = np.arange(n) * (2 * math.pi / n)
+    return np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
+
+
+def _shape_points(shape: dict) -> np.ndarray | str:
+    """(N, 2) polygon of a labelme shape, or the reason it is skipped."""
+    kind = shape.get("shape_type") or "polygon"
+    try:
+        pts = np.asarray(shape.get("points", []), dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return "points not a list of [x, y]"
+    if not np.isfinite(pts).all():
+        return "polygon with < 3 points or NaN"
+    if kind == "rectangle":  # two opposite corners (or all four)
+        if len(pts) < 2:
+            return "rectangle with < 2 points"
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    elif kind == "circle":
+        if len(pts) != 2:
+            return "circle without exactly 2 points"
+        radius = float(np.hypot(*(pts[1] - pts[0])))
+        if radius < 0.5:
+            return "circle with radius < 0.5 px"
+        pts = circle_polygon(pts[0, 0], pts[0, 1], radius)
+    elif kind != "polygon":
+        return f"shape_type {kind!r}"
+    if len(pts) < 3:
+        return "polygon with < 3 points or NaN"
+    return pts
+
+
 def labelme_to_coco(inputs, *, image_root=None, categories=None) -> tuple[dict, Counter]:
     """Convert labelme JSON files (a folder, or a list of files) to a COCO dict.
 
     ``image_root`` (default: the folder, or the first file's folder) is what ``file_name`` is
     made relative to. ``categories``: ordered label names; a label outside it raises.
     Returns ``(coco_dict, skipped)`` where ``skipped`` counts shapes not converted by reason.
+    ``__ignore__`` regions are the annotations with ``iscrowd: 1`` (one per category).
     """
+    if isinstance(inputs, (str, os.PathLike)) and not Path(inputs).exists():
+        raise ValueError(f"labelme input {inputs}: no such file or folder")
     if isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir():
         folder = Path(inputs)
         files = sorted(folder.rglob("*.json"))
@@ -72,7 +137,7 @@ def labelme_to_coco(inputs, *, image_root=None, categories=None) -> tuple[dict, 
     if not files:
         raise ValueError(f"no labelme .json files found in {inputs}")
     image_root = Path(image_root) if image_root is not None else folder
-    images, pending, skipped = [], [], Counter()
+    images, pending, ignored, skipped = [], [], [], Counter()
     for image_id, path in enumerate(files, start=1):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -93,23 +158,27 @@ def labelme_to_coco(inputs, *, image_root=None, categories=None) -> tuple[dict, 
         images.append({"id": image_id, "file_name": rel, "height": int(h), "width": int(w)})
         groups: dict = {}
         for i, shape in enumerate(doc["shapes"]):
-            kind = shape.get("shape_type") or "polygon"
-            pts = np.asarray(shape.get("points", []), dtype=np.float64).reshape(-1, 2)
-            if kind == "rectangle" and len(pts) == 2:
-                (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
-                pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-            elif kind != "polygon":
-                skipped[f"shape_type {kind!r}"] += 1
+            label = shape.get("label")
+            if not isinstance(label, str) or not label:
+                skipped["shape without a label"] += 1
                 continue
-            if len(pts) < 3 or not np.isfinite(pts).all():
-                skipped["polygon with < 3 points or NaN"] += 1
+            if label == BACKGROUND_LABEL:
+                skipped[f"label {BACKGROUND_LABEL!r}"] += 1
                 continue
-            label = shape["label"]
+            pts = _shape_points(shape)
+            if isinstance(pts, str):
+                skipped[pts] += 1
+                continue
             gid = shape.get("group_id")
             key = (label, gid) if gid is not None else (label, f"shape{i}")
             groups.setdefault(key, []).append(pts.reshape(-1).tolist())
         for (label, _), parts in groups.items():
-            pending.append((label, _polygon_ann(parts, image_id, int(h), int(w)), path))
+            if label == IGNORE_LABEL:
+                ignored.append(_crowd_ann(parts, image_id, int(h), int(w)))
+            else:
+                pending.append((label, _polygon_ann(parts, image_id, int(h), int(w)), path))
+    if categories is not None:
+        categories = [c for c in categories if c not in (IGNORE_LABEL, BACKGROUND_LABEL)]
     cats = _categories([p[0] for p in pending], categories)
     name_to_id = {c["name"]: c["id"] for c in cats}
     annotations = []
@@ -117,6 +186,11 @@ def labelme_to_coco(inputs, *, image_root=None, categories=None) -> tuple[dict, 
         if label not in name_to_id:
             raise ValueError(f"labelme file {path}: label {label!r} not in categories {categories}")
         annotations.append({"id": len(annotations) + 1, "category_id": name_to_id[label], **ann})
+    for region in ignored:  # one crowd region per category: COCOeval matches within a category
+        for cat in cats:
+            annotations.append({"id": len(annotations) + 1, "category_id": cat["id"], **region})
+    if ignored and not cats:
+        skipped[f"{IGNORE_LABEL!r} region in a file set with no category"] += len(ignored)
     coco = {"images": images, "annotations": annotations, "categories": cats}
     return coco, skipped
 

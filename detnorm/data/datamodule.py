@@ -18,6 +18,7 @@ while ``trainer.training`` is true, i.e. once per training step actually taken.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..signals import worker_init
 from .coco import CocoInstanceDataset
 from .paths import resolve_data_paths
 from .sampler import GroupedBatchSampler, ShardSampler
@@ -64,9 +66,11 @@ class DetectionDataModule(pl.LightningDataModule):
     """COCO-format train/val/test data. ``data=None`` uses the embedded synthetic dataset.
 
     See ``paths.resolve_data_paths`` for ``data``/``*_ann``/``*_images``; ``test_ann`` and
-    ``test_images`` default to the val split. ``keep_empty`` applies to training only (eval splits
-    keep every image so COCO metrics see all of them). ``pin_memory`` defaults to CUDA availability.
-    After ``setup()``: ``num_classes``, ``categories``, ``label_to_cat_id``, ``val_ann_file``,
+    ``test_images`` default to the val split. ``scale_jitter`` / ``color_jitter`` (None: off)
+    go to ``transforms.build_train_transform``. ``keep_empty`` applies to training only (eval
+    splits keep every image so COCO metrics see all of them). ``pin_memory`` defaults to CUDA
+    availability. ``accumulate_grad_batches``: the Trainer's; the train sampler pads each epoch
+    to whole optimizer steps (``sampler.GroupedBatchSampler``). After ``setup()``: ``num_classes``, ``categories``, ``label_to_cat_id``, ``val_ann_file``,
     ``val_coco`` (crowd kept), ``paths``.
     """
 
@@ -83,11 +87,15 @@ class DetectionDataModule(pl.LightningDataModule):
         train_scales=(800,),
         max_size: int = 1333,
         keep_empty: bool = False,
+        scale_jitter=None,
+        color_jitter=None,
         seed: int = 0,
         pin_memory: bool | None = None,
         test_ann=None,
         test_images=None,
         decoder: str | None = None,
+        accumulate_grad_batches: int = 1,
+        skip_bad_images: bool = False,
     ):
         super().__init__()
         self.data = data
@@ -100,9 +108,14 @@ class DetectionDataModule(pl.LightningDataModule):
         self.train_scales = tuple(int(s) for s in train_scales)
         self.max_size = int(max_size)
         self.keep_empty = keep_empty
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.augment = {"scale_jitter": scale_jitter, "color_jitter": color_jitter}
         self.seed = int(seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.decoder_kw = {} if decoder is None else {"decoder": decoder}
+        # every CocoInstanceDataset: unreadable images left out (counted) or fatal at setup
+        self.decoder_kw["skip_bad_images"] = bool(skip_bad_images)
+        self.undecodable: dict[int, str] = {}  # train image id -> reason (decode-time failures)
         self.train_set = self.val_set = self.test_set = None
         self.batch_sampler: GroupedBatchSampler | None = None
         self._pending_state: dict | None = None
@@ -124,7 +137,7 @@ class DetectionDataModule(pl.LightningDataModule):
         self.train_set = CocoInstanceDataset(
             p["train_ann"],
             p["train_images"],
-            transform=build_train_transform(self.train_scales, self.max_size),
+            transform=build_train_transform(self.train_scales, self.max_size, **self.augment),
             keep_empty=self.keep_empty,
             name="train",
             **self.decoder_kw,
@@ -177,6 +190,7 @@ class DetectionDataModule(pl.LightningDataModule):
             rank=rank,
             seed=self.seed,
             with_seeds=True,
+            accumulate=self.accumulate_grad_batches,
         )
         if self._pending_state is not None:
             self.batch_sampler.load_state_dict(self._pending_state)
@@ -188,6 +202,7 @@ class DetectionDataModule(pl.LightningDataModule):
             collate_fn=collate_detection,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=functools.partial(worker_init, rank=rank),
         )
 
     def _eval_loader(self, dataset) -> DataLoader:
@@ -203,6 +218,7 @@ class DetectionDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_detection,
             pin_memory=self.pin_memory,
+            worker_init_fn=functools.partial(worker_init, rank=rank),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -218,6 +234,10 @@ class DetectionDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.training and self.batch_sampler is not None:
             self.batch_sampler.advance(1)
+        if trainer is None or trainer.training:  # replaced training images: count, then drop
+            for target in batch[1]:
+                for skip in target.pop("undecodable", ()):
+                    self.undecodable[skip["image_id"]] = skip["reason"]
         return batch
 
     def state_dict(self) -> dict:

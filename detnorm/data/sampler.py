@@ -50,6 +50,10 @@ class GroupedBatchSampler(Sampler[list[int]]):
             depends only on (seed, epoch, index), so a sample's random augmentation is the same
             whichever worker loads it and whether or not the run was resumed
             (``CocoInstanceDataset`` accepts such pairs).
+        accumulate: batches per optimizer step (gradient accumulation). The epoch's batch list
+            is padded to a multiple of ``num_replicas * accumulate`` (repeating its first
+            batches, as for DDP), so every optimizer step of every rank accumulates exactly
+            ``accumulate`` full batches and ``len(self) / accumulate`` steps make an epoch.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         drop_last: bool = False,
         with_seeds: bool = False,
+        accumulate: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -76,6 +81,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.with_seeds = with_seeds
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        self.accumulate = int(accumulate)
         self.epoch = 0
         self._start = 0  # global batches skipped at the start of the current epoch
         self._consumed = 0  # global batches consumed in the current epoch
@@ -107,8 +115,19 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self._start = pending[1] if pending is not None and pending[0] == self.epoch else 0
         self._consumed = self._start
 
-    def _local_batches(self) -> list[list[int]]:
+    def _epoch_batches(self) -> list[list[int]]:
+        """The epoch's global batches; with ``accumulate > 1`` padded to a multiple of
+        ``num_replicas * accumulate``."""
         batches = self.global_batches()
+        unit = self.num_replicas * self.accumulate
+        if self.accumulate > 1 and batches and len(batches) % unit:
+            batches = batches + [
+                batches[i % len(batches)] for i in range(unit - len(batches) % unit)
+            ]
+        return batches
+
+    def _local_batches(self) -> list[list[int]]:
+        batches = self._epoch_batches()
         remaining = batches[self._start :]
         if remaining and len(remaining) % self.num_replicas:
             pad = self.num_replicas - len(remaining) % self.num_replicas
@@ -139,8 +158,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
             start = self._pending[1]
         else:
             start = self._start
-        start = min(start, len(self.global_batches()))
-        remaining = len(self.global_batches()) - start
+        total = len(self._epoch_batches())
+        start = min(start, total)
+        remaining = total - start
         return -(-start // self.num_replicas) + -(-remaining // self.num_replicas)
 
     def advance(self, local_batches: int = 1) -> None:

@@ -10,6 +10,11 @@ import cv2
 import numpy as np
 
 CLASSES = ("circle", "ellipse", "rectangle", "triangle", "star", "cross")
+# one hue per class for ``class_colors`` scenes (RGB 0..255): red, green, blue, yellow, magenta, cyan
+CLASS_COLORS = np.array(
+    [[220, 40, 40], [40, 200, 40], [40, 70, 230], [230, 210, 30], [210, 40, 210], [30, 210, 220]],
+    np.float32,
+)
 _SHIFT = 4  # cv2 fixed-point bits for sub-pixel vertices
 _ONE = 1 << _SHIFT
 
@@ -96,15 +101,22 @@ def draw_background(rng: np.random.Generator, h: int, w: int, clutter: bool = Tr
 
 
 def paint(
-    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, clutter: bool = True
+    rng: np.random.Generator,
+    image: np.ndarray,
+    mask: np.ndarray,
+    clutter: bool = True,
+    base_color: np.ndarray | None = None,
 ) -> None:
     """Fill ``mask`` in ``image`` with a random colour and texture (independent of the class).
 
-    Without ``clutter``: solid or gradient fills only, never low-contrast."""
+    Without ``clutter``: solid or gradient fills only, never low-contrast. ``base_color`` (RGB):
+    the fill starts from this colour (jittered by +-25) instead of a random one."""
     x0, y0, ww, hh = cv2.boundingRect(mask)
     y1, x1 = y0 + hh, x0 + ww
     m = mask[y0:y1, x0:x1].astype(bool)
     color = _random_color(rng)
+    if base_color is not None:
+        color = np.clip(base_color + rng.uniform(-25, 25, 3), 0, 255).astype(np.float32)
     if clutter and rng.random() < 0.2:  # low contrast: close to the local background
         color = image[y0:y1, x0:x1][m].mean(0) + rng.uniform(-35, 35, 3)
     kind = int(rng.integers(4 if clutter else 2))

@@ -1,20 +1,24 @@
 """Embedded default dataset: seeded procedural COCO instance segmentation ("shapes").
 
-Six classes told apart by shape only: circle, ellipse, rectangle, triangle, star, cross. Fill
-colour and texture (solid, gradient, stripes, speckle) are drawn independently of the class, so
-colour gives nothing away; some objects are low-contrast against the background. Sizes are
-log-uniform from 6 px to 60 % of the short side (most objects small). Objects overlap: each new
-object is drawn over the earlier ones and the earlier masks lose those pixels; thin scribbles on
-top also cut masks. An object keeping < 12 % of its area (or < 6 px) is dropped from the
-annotations. Backgrounds are low-frequency colour noise + gradient + unannotated blob and line
-clutter + pixel noise, sometimes blurred; images are JPEG (quality 85-95).
+Six classes: circle, ellipse, rectangle, triangle, star, cross. ``render_image`` draws them
+over a low-frequency colour-noise background; objects overlap, each new object drawn over the
+earlier ones, and the earlier masks lose those pixels. An object keeping < 12 % of its area (or
+< 6 px) is dropped from the annotations. Images are JPEG (quality 85-95); a third are portrait
+and a third landscape, so aspect grouping matters. Everything is a pure function of
+``(seed, split, image index)`` and the keywords.
 
-Default size: 400 train / 100 val images (~8 objects each, 6 classes: ~3,300 training
-instances), short side ~256 px, a third portrait and a third landscape so aspect grouping
-matters. Generation is ~12-20 ms per image on one core (6-10 s, 13 MB), cheap enough for first use;
-with small, occluded, low-contrast objects it is not solved in a few hundred steps.
-Scale with ``generate_dataset(num_train=..., image_size=...)``. Everything is a pure function of
-``(seed, split, image index)``.
+The generator's keywords make two kinds of scene:
+- ``clutter=True`` (``generate_dataset``'s default): classes told apart by shape only (fill colour
+  and texture are independent of the class), many small objects (6 px up), some low-contrast,
+  unannotated blobs, lines and scribbles. Hard: a CPU-sized model learns ~1 AP in minutes.
+- ``clutter=False``: clean scenes, solid or gradient fills that are never low-contrast; with
+  ``class_colors=True`` each class also has its own (jittered) hue.
+
+The embedded dataset (:data:`DEFAULTS`, what ``tools/train.py`` uses without ``--data``) is
+the clean, class-coloured kind: 2000 train / 200 val images of ~128 px, 2-5 objects of 16 px up
+(about 7,000 training instances), generated in about 10 s. It is the task on which the main job
+trains a working detector from scratch in minutes on a CPU (README, "Two commands"). The
+reproduction study generates its own variant (``configs/study/study.yaml``).
 
 Location of the default copy: ``$DETNORM_DATA/synthetic`` if that variable is set, else
 ``<repo>/data/synthetic`` in a writable source checkout, else ``~/.cache/detnorm/synthetic``.
@@ -34,12 +38,18 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .shapes import CLASSES, draw_background, draw_scribbles, paint, shape_mask
+from .shapes import CLASS_COLORS, CLASSES, draw_background, draw_scribbles, paint, shape_mask
 
 GENERATOR_VERSION = 2
-DEFAULTS = {"seed": 0, "num_train": 400, "num_val": 100, "image_size": 256}
-# render_image's scene options; the embedded dataset uses these, and meta.json omits them then
-RENDER_DEFAULTS = {"objects": (4, 14), "min_object": 6, "clutter": True}
+# generate_dataset's own keyword defaults (render_image's scene options in RENDER_DEFAULTS);
+# meta.json records the scene options only when they differ from these
+GENERATE_DEFAULTS = {"seed": 0, "num_train": 400, "num_val": 100, "image_size": 256}
+RENDER_DEFAULTS = {"objects": (4, 14), "min_object": 6, "clutter": True, "class_colors": False}
+# The embedded dataset (ensure_default_dataset): clean scenes of 2-5 overlapping objects of
+# 16-77 px in ~128 px images, each class with its own hue (jittered; gradient fills blend in a
+# second colour), so that a CPU-sized model trained from scratch learns it in minutes.
+DEFAULTS = {"seed": 0, "num_train": 2000, "num_val": 200, "image_size": 128,
+            "objects": (2, 5), "min_object": 16, "clutter": False, "class_colors": True}  # fmt: skip
 _ASPECTS = ((1.0, 1.0), (0.875, 1.25), (1.25, 0.875))  # (height, width) factors of the base side
 
 
@@ -51,7 +61,7 @@ def _image_hw(rng: np.random.Generator, image_size) -> tuple[int, int]:
 
 
 def render_image(seed: int, split: int, index: int, image_size=256, objects=(4, 14),
-                 min_object: float = 6, clutter: bool = True):  # fmt: skip
+                 min_object: float = 6, clutter: bool = True, class_colors: bool = False):  # fmt: skip
     """Render one image. Returns (RGB uint8 (H, W, 3), list of (class index, mask (H, W) uint8)).
 
     ``objects``: (fewest, most) objects drawn; ``min_object``: smallest object size in pixels
@@ -73,7 +83,7 @@ def render_image(seed: int, split: int, index: int, image_size=256, objects=(4, 
         full = int(mask.sum())
         if full < 6:
             continue
-        paint(rng, image, mask, clutter)
+        paint(rng, image, mask, clutter, CLASS_COLORS[cls] if class_colors else None)
         owner[mask.astype(bool)] = k
         objects_drawn.append((k, cls, full))
     if clutter:
@@ -142,6 +152,7 @@ def generate_dataset(
     objects=(4, 14),
     min_object: float = 6,
     clutter: bool = True,
+    class_colors: bool = False,
 ) -> Path:
     """Generate the dataset atomically at ``root`` (replacing what is there); returns ``root``.
 
@@ -162,7 +173,7 @@ def generate_dataset(
     if not min_object >= 1:
         raise ValueError(f"min_object must be >= 1 pixel, got {min_object!r}")
     render = {"image_size": image_size, "objects": tuple(objects), "min_object": min_object,
-              "clutter": bool(clutter)}  # fmt: skip
+              "clutter": bool(clutter), "class_colors": bool(class_colors)}  # fmt: skip
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -200,7 +211,7 @@ def default_root() -> Path:
 
 def dataset_meta(**params) -> dict:
     """The ``meta.json`` that :func:`generate_dataset` writes for ``params`` (its keywords)."""
-    p = DEFAULTS | RENDER_DEFAULTS | params
+    p = GENERATE_DEFAULTS | RENDER_DEFAULTS | params
     p["objects"] = tuple(p["objects"])
     meta = {"version": GENERATOR_VERSION}
     meta |= {k: p[k] for k in ("seed", "num_train", "num_val", "image_size")}
@@ -208,6 +219,8 @@ def dataset_meta(**params) -> dict:
         # only a non-default generator records these, so the embedded dataset's meta.json is as before
         meta |= {"objects": list(p["objects"]), "min_object": p["min_object"],
                  "clutter": bool(p["clutter"])}  # fmt: skip
+        if p["class_colors"]:  # recorded only when set, so earlier datasets' meta.json still match
+            meta["class_colors"] = True
     return json.loads(json.dumps(meta))  # lists, as read back from the file
 
 

@@ -9,7 +9,10 @@ import pytest
 from data_helpers import rect_poly, write_image
 
 from detnorm.data.coco import CocoInstanceDataset
+from detnorm.data.image_check import BadImagesError
 from detnorm.data.image_io import DECODERS, read_image
+
+pytestmark = pytest.mark.bad_input
 
 IMG = {"id": 1, "file_name": "a.png", "height": 20, "width": 30}
 CAT = {"id": 1, "name": "thing"}
@@ -50,23 +53,29 @@ def test_unknown_image_or_category(coco_factory):
 
 def test_missing_image_file_fails_at_construction(coco_factory):
     ann, d = coco_factory([IMG], [_ann(1)], [CAT], write_images=False)
-    with pytest.raises(FileNotFoundError, match=r"image id 1: file .*a.png does not exist"):
+    with pytest.raises(BadImagesError, match=r"image id 1: .*a.png: file does not exist"):
         CocoInstanceDataset(ann, d)
+    with pytest.raises(FileNotFoundError, match=r"image id 1: file .*a.png does not exist"):
+        CocoInstanceDataset(ann, d, check_images=False)  # without the header check
 
 
-def test_unreadable_image_raises_naming_the_file(coco_factory):
+def test_unreadable_image_fails_at_construction_naming_the_file(coco_factory):
     ann, d = coco_factory([IMG], [_ann(1)], [CAT])
     (d / "a.png").write_bytes(b"this is not a png")
-    ds = CocoInstanceDataset(ann, d)  # existence is checked cheaply; decoding happens at load
+    with pytest.raises(BadImagesError, match=r"image id 1: .*a.png: not an image"):
+        CocoInstanceDataset(ann, d)  # the header check runs at construction
+    ds = CocoInstanceDataset(ann, d, check_images=False)  # without it, decoding fails at load
     with pytest.raises(OSError, match=r"cannot read image file .*a.png"):
-        ds[0]
+        ds.load_image(0)
 
 
 def test_image_size_disagreeing_with_json(coco_factory):
     ann, d = coco_factory([dict(IMG, width=31)], [_ann(1)], [CAT])
     write_image(d / "a.png", 20, 30)
+    with pytest.raises(BadImagesError, match=r"image id 1: .*a.png is 30x20 .* says 31x20"):
+        CocoInstanceDataset(ann, d)
     with pytest.raises(ValueError, match=r"image id 1: file .*a.png is 30x20 .* says 31x20"):
-        CocoInstanceDataset(ann, d)[0]
+        CocoInstanceDataset(ann, d, check_images=False)[0]
 
 
 def test_defects_skipped_counted_and_logged_once(coco_factory, caplog):

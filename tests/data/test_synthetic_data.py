@@ -92,15 +92,18 @@ def test_object_count_and_size_knobs(tmp_path):
     assert (root / "meta.json").stat().st_mtime_ns == stamp  # same keywords: reused
     synthetic.ensure_dataset(tmp_path / "easy", **(kwargs | {"min_object": 30}))
     assert json.loads((root / "meta.json").read_text())["min_object"] == 30  # regenerated
-    assert "objects" not in synthetic.dataset_meta(**synthetic.DEFAULTS)
+    assert "objects" not in synthetic.dataset_meta()  # generate_dataset's defaults
+    assert "class_colors" not in synthetic.dataset_meta(**kwargs)  # recorded only when set
+    assert synthetic.dataset_meta(**synthetic.DEFAULTS)["class_colors"] is True
     assert synthetic.dataset_meta(clutter=False)["clutter"] is False
     with pytest.raises(ValueError, match="objects must be"):
         generate_dataset(tmp_path / "bad", num_train=1, num_val=1, objects=(3, 2))
 
 
 def test_embedded_images_are_pinned_and_clean_scenes_differ():
-    """The generator's options leave the embedded dataset's pixels as they were (digest taken
-    before the options existed); clutter=False draws a different, clean scene."""
+    """The generator's options leave its default scenes' pixels as they were (digest taken
+    before the options existed), so datasets made earlier (the study's) regenerate identically;
+    clutter=False draws a different, clean scene."""
     image, instances = render_image(0, 0, 0)
     assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == "7f2549bc530d5acf"
     assert len(instances) == 9
