@@ -50,7 +50,8 @@ def read_curve(run_dir: Path, start: float | None = None) -> dict:
                 p["wall"] = max(p["wall"], ev.wall_time)
     steps = sorted(points)
     return {
-        "step": steps,
+        # Lightning logs the evaluation that follows optimizer step N at index N - 1
+        "step": [s + 1 for s in steps],
         "minutes": [round((points[s]["wall"] - start) / 60, 3) for s in steps],
         "bbox": [points[s].get("bbox") for s in steps],
         "segm": [points[s].get("segm") for s in steps],
