@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 NOTES = Path(__file__).with_name("notes.md")
@@ -159,8 +161,6 @@ def _bf16(r: dict, where: str) -> list[str]:
 
 
 def _bf16_ap(r: dict) -> list[str]:
-    import statistics
-
     lines = [
         "### AP at equal steps, fp32 against bf16 (3 seeds)",
         "",
@@ -242,12 +242,8 @@ def render(res: dict) -> str:
         if key in res:
             out += fn(res[key], where)
     if BF16_AP.is_file():
-        import json
-
         out += _bf16_ap(json.loads(BF16_AP.read_text()))
     if TIME_TO_ACCURACY.is_file():
-        import json
-
         out += _time_to_accuracy(json.loads(TIME_TO_ACCURACY.read_text()))
     out += [
         "## 8. GPU",
