@@ -16,7 +16,7 @@ The generator's keywords make two kinds of scene:
 
 The embedded dataset (:data:`DEFAULTS`, what ``tools/train.py`` uses without ``--data``) is
 the clean, class-coloured kind: 2000 train / 200 val images of ~128 px, 2-5 objects of 16 px up
-(about 7,000 training instances), generated in about 10 s. It is the task on which the main job
+(about 7,000 training instances), generated in about 6 s. It is the task on which the main job
 trains a working detector from scratch in minutes on a CPU (README, "Two commands"). The
 reproduction study generates its own variant (``configs/study/study.yaml``).
 
