@@ -37,7 +37,7 @@ from common import (  # noqa: E402
     write_result,
 )
 
-from detnorm.precision import cpu_bf16_support  # noqa: E402
+from detnorm.engine.precision import cpu_bf16_support  # noqa: E402
 
 ARMS = ("fp32", "bf16")
 

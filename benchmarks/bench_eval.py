@@ -1,11 +1,11 @@
-"""COCO evaluation time: pycocotools against faster-coco-eval (``detnorm.evaluation`` backends).
+"""COCO evaluation time: pycocotools against faster-coco-eval (``detnorm.evaluation.coco_eval`` backends).
 
     python benchmarks/bench_eval.py [--images 500] [--rounds 3]
 
 A fixed, seeded synthetic set: ``--images`` images of 480x640 with 4-14 ground-truth objects
 each (polygons, a few crowd regions, 80 categories as in COCO), and about 25 detections per image (jittered
 copies of the objects plus false positives) with boxes and RLE masks. Each backend evaluates
-bbox and segm through ``detnorm.evaluation.evaluate_coco`` (what training and tools/eval.py
+bbox and segm through ``detnorm.evaluation.coco_eval.evaluate_coco`` (what training and tools/eval.py
 run), interleaved over ``--rounds``; the stats of the two backends are asserted equal to 1e-6.
 """
 
@@ -22,7 +22,7 @@ import pycocotools.mask as mask_util
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, timed, write_result  # noqa: E402
 
-from detnorm.evaluation import STAT_NAMES, evaluate_coco, load_gt_dataset  # noqa: E402
+from detnorm.evaluation.coco_eval import STAT_NAMES, evaluate_coco, load_gt_dataset  # noqa: E402
 
 H, W = 480, 640
 NUM_CATS = 80  # as COCO: pycocotools' Python loop runs per image x category x area range

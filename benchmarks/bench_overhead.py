@@ -2,7 +2,7 @@
 
     python benchmarks/bench_overhead.py [--steps 8] [--rounds 4] [--norm gn] [--device cpu]
 
-Arm "lightning" is the production path: ``detnorm.training.build_trainer`` (StepSeed, EvalAtEnd,
+Arm "lightning" is the production path: ``detnorm.engine.builders.build_trainer`` (StepSeed, EvalAtEnd,
 RunCheckpoints callbacks, CSV + TensorBoard loggers, progress bar, ``log_every_n_steps`` of the
 embedded preset) fitting ``DetnormModule`` for ``--steps`` steps. Arm "plain" is a hand-written
 loop over the same torchvision model (``build_maskrcnn`` via the same module class, same seed),
@@ -34,9 +34,9 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fixed_batches, interleaved, machine, to_device, write_result  # noqa: E402
 
-from detnorm.callbacks import step_seed  # noqa: E402
 from detnorm.config import DEFAULTS, EMBEDDED_PRESET, merge  # noqa: E402
-from detnorm.training import build_module, build_trainer, module_kwargs  # noqa: E402
+from detnorm.engine.builders import build_module, build_trainer, module_kwargs  # noqa: E402
+from detnorm.engine.callbacks import step_seed  # noqa: E402
 
 
 class _Clock(pl.Callback):

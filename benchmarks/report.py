@@ -67,7 +67,7 @@ def _eval(r: dict, where: str) -> list[str]:
         "## 3. COCO evaluation: pycocotools against faster-coco-eval",
         "",
         f"{r['images']} synthetic images, {r['gt_annotations']} ground-truth objects, "
-        f"{r['detections']} detections, 80 categories; `detnorm.evaluation.evaluate_coco` per "
+        f"{r['detections']} detections, 80 categories; `detnorm.evaluation.coco_eval.evaluate_coco` per "
         f"backend, {r['rounds']} interleaved rounds. {where}.",
         "",
         "| iou type | pycocotools (s) | faster-coco-eval (s) | speed-up | max stat difference |",

@@ -16,7 +16,7 @@ published numbers, quoted), ``plot``, ``analysis`` (how the report compares the 
 paper) and ``discussion`` (text the report prints under the measured verdict).
 
 A cell trains through ``tools/train.py`` (a subprocess, so DDP cells relaunch cleanly) or
-``detnorm.cli.main`` in-process; nothing else trains. Its ``max_steps`` is ``images_per_cell *
+``detnorm.cli.train.main`` in-process; nothing else trains. Its ``max_steps`` is ``images_per_cell *
 multiple / (batch_size * devices)``, so every batch size sees the same images. Runs land in
 ``<root>/<family>/<cell>/seed<N>/`` with the cell's resolved ``cell.yaml``, ``train.log`` and
 ``study.json`` (wall time, machine); a run with ``metrics.json`` is done and skipped.
@@ -211,9 +211,9 @@ def _invoke(
     count), or its ``main`` in-process."""
     if in_process:
         if tool == "train.py":
-            from detnorm.cli import main
+            from detnorm.cli.train import main
         else:
-            from detnorm.pretrain import main
+            from detnorm.engine.pretrain import main
         return main(argv)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:

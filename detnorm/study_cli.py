@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--threads", type=int, help="OMP threads per run (default: torch's; 1 with --jobs > 1)"
     )
-    run.add_argument("--in-process", action="store_true", help="detnorm.cli.main, no subprocess")
+    run.add_argument(
+        "--in-process", action="store_true", help="detnorm.cli.train.main, no subprocess"
+    )
     est = sub.add_parser("estimate", help="time per cell from a timing probe")
     est.add_argument("--probe-steps", type=int, nargs=2, default=[8, 24], metavar=("A", "B"))
     est.add_argument(

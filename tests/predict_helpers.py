@@ -42,7 +42,7 @@ def sharpen_predictors(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
 def tiny_module(norm: str = "gn", *, input_format: str = "rgb", seed: int = 0,
                 module_kwargs: dict | None = None, **model_kwargs):  # fmt: skip
     """A ``DetnormModule`` for categories 5 ("disc") and 7 ("bar"), ready to predict."""
-    from detnorm.module import DetnormModule
+    from detnorm.engine.module import DetnormModule
 
     torch.manual_seed(seed)
     module = DetnormModule(
@@ -69,7 +69,7 @@ def scene_images(count: int = 3) -> list[torch.Tensor]:
 def calibrate_bn(model: torch.nn.Module, images: list[torch.Tensor]) -> torch.nn.Module:
     """Give BN layers of the backbone and FPN the statistics of ``images``, as pretraining would
     (a random-init BN has mean 0 / variance 1, which Caffe2's 0-255 input overflows)."""
-    from detnorm.precise_bn import update_bn_stats
+    from detnorm.engine.precise_bn import update_bn_stats
 
     def forward(m, batch):
         m.backbone(m.transform(batch)[0].tensors)

@@ -13,8 +13,8 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
-from detnorm import training as T
-from detnorm.cli import parse_config, run_training
+from detnorm.cli.train import parse_config, run_training
+from detnorm.engine import builders as T
 from tests.tiny_coco import write_split
 
 MODEL_KWARGS = {

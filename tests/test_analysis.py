@@ -19,8 +19,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detnorm.cli_analyze import main
-from detnorm.evaluation import evaluate_coco
+from detnorm.cli.analyze import main
+from detnorm.evaluation.coco_eval import evaluate_coco
 
 CATS = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]  # ids that are not 1..K
 
@@ -162,7 +162,7 @@ def test_analyze_without_images_lists_worst(run_dir):
 @pytest.mark.slow  # about 50 s on the shared 2-core machine; the tests above are the fast ones
 def test_training_summary_and_analyze_on_a_real_run(tmp_path, capsys):
     """A 2-step run prints per-category AP equal to its metrics.json, and analyze reads it."""
-    from detnorm.cli import main as train
+    from detnorm.cli.train import main as train
     from detnorm.data.synthetic import generate_dataset
 
     data = tmp_path / "data"
@@ -189,7 +189,7 @@ def test_training_summary_and_analyze_on_a_real_run(tmp_path, capsys):
 
 def test_pr_curves_keep_every_detection_of_a_dense_image():
     """150 objects found exactly: precision 1 at every recall (a cap of 100 would end at 2/3)."""
-    from detnorm.analysis import pr_curves, run_cocoeval
+    from detnorm.analysis.error_analysis import pr_curves, run_cocoeval
 
     boxes = [(4 * (k % 15), 4 * (k // 15), 3, 3) for k in range(150)]
     gt = {"images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from detnorm.cli import main
+from detnorm.cli.train import main
 from tests.test_cli_train import gn_run, tiny_args, tiny_data  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.bad_input
@@ -82,7 +82,7 @@ def test_decode_failures_never_stop_a_run(tiny_data, tmp_path, capsys, caplog): 
 
 
 def test_eval_checkpoint_counts_an_undecodable_image(gn_run, tiny_data, tmp_path, capsys):  # noqa: F811
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
 
     root, ann = _copy(tiny_data, tmp_path)
     bad_val = ann["val"]["images"][0]

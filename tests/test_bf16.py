@@ -13,10 +13,10 @@ import torch.distributed as dist
 from dist_utils import run_distributed
 from torch import nn
 
-from detnorm.model import build_maskrcnn
-from detnorm.norm import NORM_NAMES, batchnorm_modules
-from detnorm.precision import cpu_bf16_support
-from detnorm.sync_bn import SyncBatchNorm
+from detnorm.engine.precision import cpu_bf16_support
+from detnorm.layers.norm import NORM_NAMES, batchnorm_modules
+from detnorm.layers.sync_bn import SyncBatchNorm
+from detnorm.modeling.maskrcnn import build_maskrcnn
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 BF16 = torch.bfloat16
@@ -184,9 +184,9 @@ def test_bf16_run_precise_bn_eval_and_predict_through_the_cli(
 ):
     from PIL import Image
 
-    import detnorm.precise_bn as precise_bn
-    from detnorm.cli import main
-    from detnorm.cli_predict import main as predict_main
+    import detnorm.engine.precise_bn as precise_bn
+    from detnorm.cli.predict import main as predict_main
+    from detnorm.cli.train import main
 
     calls = []
     update = precise_bn.update_bn_stats

@@ -9,9 +9,8 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detnorm import caffe2
-from detnorm.model import build_maskrcnn, get_stride_in_1x1
-from detnorm.weights import WeightsError, detect_format, load_weights
+from detnorm.modeling.maskrcnn import build_maskrcnn, get_stride_in_1x1
+from detnorm.weights.load import WeightsError, caffe2, detect_format, load_weights
 from tests.weights_helpers import QUIET, randomize
 
 

@@ -1,4 +1,4 @@
-"""tools/eval.py results mode, in-process through detnorm.cli_eval.main."""
+"""tools/eval.py results mode, in-process through detnorm.cli.eval.main."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_evaluation import LABEL_TO_CAT, make_gt, make_outputs
 
-from detnorm.cli_eval import main
-from detnorm.evaluation import evaluate_coco, predictions_to_coco
+from detnorm.cli.eval import main
+from detnorm.evaluation.coco_eval import evaluate_coco, predictions_to_coco
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,9 +145,9 @@ def test_checkpoint_mode_delegates_to_detnorm_cli(monkeypatch, tmp_path, capsys)
         seen["args"] = args
         return 0
 
-    fake = types.ModuleType("detnorm.cli")
+    fake = types.ModuleType("detnorm.cli.train")
     fake.evaluate_checkpoint = evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "detnorm.cli", fake)
+    monkeypatch.setitem(sys.modules, "detnorm.cli.train", fake)
     ckpt = tmp_path / "m.ckpt"
     ckpt.write_bytes(b"")
     code, _, err = run(["--checkpoint", ckpt, "--data", "d", "--val-ann", "v.json"], capsys)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from detnorm.cli import main
-from detnorm.evaluation import STAT_NAMES
-from detnorm.norm import NORM_NAMES
+from detnorm.cli.train import main
+from detnorm.evaluation.coco_eval import STAT_NAMES
+from detnorm.layers.norm import NORM_NAMES
 
 
 def tiny_args(data) -> list[str]:
@@ -138,7 +138,7 @@ def test_bad_values_exit_2_with_one_line(tiny_data, gn_run, tmp_path, capsys):
 
 
 def test_eval_checkpoint_reproduces_the_final_metrics(gn_run, tiny_data, tmp_path, capsys):
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
 
     out = tmp_path / "eval"
     ckpt = gn_run / "checkpoints" / "last.ckpt"

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from detnorm.cli_compare import main
-from detnorm.compare import (
+from detnorm.analysis.compare import (
     build_table,
     load_run,
     load_runs,
@@ -20,7 +19,8 @@ from detnorm.compare import (
     read_metrics_csv,
     total_steps,
 )
-from detnorm.plots import smooth
+from detnorm.analysis.plots import smooth
+from detnorm.cli.compare import main
 
 TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from detnorm.cli import parse_config
+from detnorm.cli.train import parse_config
 from detnorm.config import DEFAULTS, ConfigError, build_config, load_yaml, merge, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

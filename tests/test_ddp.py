@@ -1,4 +1,4 @@
-"""Two gloo processes train through ``detnorm.cli.run_training`` with Lightning DDP on CPU:
+"""Two gloo processes train through ``detnorm.cli.train.run_training`` with Lightning DDP on CPU:
 parameters stay identical across ranks, and the sync_bn statistics after a step equal a
 single-process BN forward over the joined batch (both ranks' images)."""
 
@@ -49,7 +49,8 @@ def _worker(rank, world, argv):
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT="29500",
     )  # fmt: skip  (the process group already exists; Lightning must not launch processes)
-    from detnorm import cli, training
+    from detnorm.cli import train as cli
+    from detnorm.engine import builders as training
 
     capture = _Capture()
     build = training.build_trainer
@@ -106,7 +107,7 @@ def test_ddp_two_processes_sync_bn(square_data, tmp_path):
     assert r0["metrics"] == r1["metrics"] and set(r0["metrics"]) >= {"bbox", "segm"}
 
     # single process, plain BN semantics (no process group): the joined batch of step 1
-    from detnorm.module import DetnormModule
+    from detnorm.engine.module import DetnormModule
 
     module = DetnormModule(**r0["hparams"])
     module.model.load_state_dict(r0["init"])
@@ -128,7 +129,7 @@ def test_ddp_two_processes_sync_bn(square_data, tmp_path):
     # process evaluating the final checkpoint on all of them
     import json
 
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
 
     assert len(r0["val_ids"]) == len(r1["val_ids"]) == 1
     assert set(r0["val_ids"]).isdisjoint(r1["val_ids"])

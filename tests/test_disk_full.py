@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from detnorm import io as dio
-from detnorm.cli import main
+from detnorm.cli.train import main
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.bad_input

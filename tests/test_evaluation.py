@@ -16,8 +16,7 @@ from dist_utils import run_distributed
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detnorm import evaluation as ev
-from detnorm.evaluation import (
+from detnorm.evaluation.coco_eval import (
     STAT_NAMES,
     evaluate_coco,
     gather_predictions,
@@ -25,7 +24,8 @@ from detnorm.evaluation import (
     save_results,
     write_json_atomic,
 )
-from detnorm.tables import format_metrics_table, format_per_category_table
+from detnorm.evaluation import coco_eval as ev
+from detnorm.evaluation.tables import format_metrics_table, format_per_category_table
 
 CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}, {"id": 7, "name": "bird"}]
 LABEL_TO_CAT = {1: 1, 2: 3, 3: 7}  # contiguous model labels -> sparse COCO ids

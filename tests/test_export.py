@@ -13,7 +13,7 @@ import pytest
 import torch
 from predict_helpers import calibrated_model, save_checkpoint, scene_images, tiny_module
 
-from detnorm.export import ExportError, deployable, export_onnx, export_torchscript
+from detnorm.inference.export import ExportError, deployable, export_onnx, export_torchscript
 
 NORMS = ("frozen_bn", "bn", "sync_bn", "gn", "gn_ws", "ln", "in")
 TOLERANCE = 1e-4
@@ -75,8 +75,8 @@ def test_onnx_matches_eager(norm, input_format, images, tmp_path):
 def test_deployable_leaves_the_model_alone_and_swaps_only_eval_equivalent_layers(images):
     from torch import nn
 
-    from detnorm.norm import WSConv2d
-    from detnorm.sync_bn import SyncBatchNorm
+    from detnorm.layers.norm import WSConv2d
+    from detnorm.layers.sync_bn import SyncBatchNorm
 
     for norm, gone in (("sync_bn", SyncBatchNorm), ("gn_ws", WSConv2d)):
         model = calibrated_model(norm, "rgb", images)
@@ -95,7 +95,7 @@ def test_deployable_leaves_the_model_alone_and_swaps_only_eval_equivalent_layers
 
 def test_cli_exports_a_checkpoint_and_checks_it(images, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from detnorm.cli_export import main
+    from detnorm.cli.export import main
 
     ckpt = save_checkpoint(tiny_module("gn"), tmp_path / "tiny.ckpt")
     for fmt, name in (("torchscript", "m.pt"), ("onnx", "m.onnx")):
@@ -110,7 +110,7 @@ def test_cli_exports_a_checkpoint_and_checks_it(images, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     import builtins
 
-    from detnorm.cli_export import main
+    from detnorm.cli.export import main
 
     ckpt = save_checkpoint(tiny_module("gn"), tmp_path / "tiny.ckpt")
     out = str(tmp_path / "m.onnx")

@@ -18,8 +18,8 @@ import math
 import pytest
 import yaml
 
-from detnorm.cli import main
-from detnorm.pretrain import main as pretrain_main
+from detnorm.cli.train import main
+from detnorm.engine.pretrain import main as pretrain_main
 
 # a CPU-sized model: 64 px images, 32-wide FPN and heads, few proposals
 CONFIG = {

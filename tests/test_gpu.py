@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from detnorm.model import build_maskrcnn
-from detnorm.norm import NORM_NAMES, SyncBatchNorm
+from detnorm.layers.norm import NORM_NAMES, SyncBatchNorm
+from detnorm.modeling.maskrcnn import build_maskrcnn
 
 pytestmark = [
     pytest.mark.gpu,

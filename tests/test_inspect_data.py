@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detnorm.cli_inspect import main
-from detnorm.dataset_stats import dataset_stats, size_class
+from detnorm.analysis.dataset_stats import dataset_stats, size_class
+from detnorm.cli.inspect_data import main
 
 
 def _random_coco(seed=0, n_images=12):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from detnorm import training as T
-from detnorm.cli import main, parse_config
-from detnorm.module import DetnormModule
+from detnorm.cli.train import main, parse_config
+from detnorm.engine import builders as T
+from detnorm.engine.module import DetnormModule
 from tests.tiny_coco import write_split
 
 

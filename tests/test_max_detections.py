@@ -13,10 +13,10 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detnorm.eval_stats import eval_max_dets, stat_names
-from detnorm.evaluation import BACKENDS, STAT_NAMES, evaluate_coco
-from detnorm.tables import format_metrics_table
-from detnorm.trainer_options import dense_scene_warning
+from detnorm.engine.trainer_options import dense_scene_warning
+from detnorm.evaluation.coco_eval import BACKENDS, STAT_NAMES, evaluate_coco
+from detnorm.evaluation.stats import eval_max_dets, stat_names
+from detnorm.evaluation.tables import format_metrics_table
 
 
 def _backends():
@@ -165,7 +165,7 @@ def test_dense_scene_warning_names_the_largest_count():
 def test_eval_cli_takes_max_detections(tmp_path, capsys):
     import json
 
-    from detnorm.cli_eval import main
+    from detnorm.cli.eval import main
 
     gt, boxes, _ = grid_scene(300)
     (tmp_path / "gt.json").write_text(json.dumps(gt))

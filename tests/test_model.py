@@ -14,16 +14,16 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detnorm.model import (
+from detnorm.layers.norm import NORM_NAMES, WSConv2d
+from detnorm.layers.sync_bn import SyncBatchNorm
+from detnorm.modeling.maskrcnn import (
     TORCHVISION_LAYOUTS,
     build_maskrcnn,
     get_stride_in_1x1,
     resolve_norms,
     set_stride_in_1x1,
 )
-from detnorm.norm import NORM_NAMES, WSConv2d
-from detnorm.sync_bn import SyncBatchNorm
-from detnorm.weights import load_weights
+from detnorm.weights.load import load_weights
 
 # Small RPN/RoI budgets keep every pass well under a second on CPU.
 SMALL = dict(

@@ -6,9 +6,9 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from detnorm.cli import main
-from detnorm.module import DetnormModule
-from detnorm.norm import is_norm_module
+from detnorm.cli.train import main
+from detnorm.engine.module import DetnormModule
+from detnorm.layers.norm import is_norm_module
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 HP = dict(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detnorm import norm as N
+from detnorm.layers import norm as N
 
 
 def _randomize_affine(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from detnorm.config import ConfigError, build_config
-from detnorm.module import DetnormModule
-from detnorm.norm import is_norm_module
-from detnorm.optim import build_optimizer
-from detnorm.schedule import build_lr_scheduler, resolve_schedule
+from detnorm.engine.module import DetnormModule
+from detnorm.layers.norm import is_norm_module
+from detnorm.solver.optimizer import build_optimizer
+from detnorm.solver.schedule import build_lr_scheduler, resolve_schedule
 from tests.test_module import HP
 
 
@@ -114,7 +114,7 @@ def test_bad_names_are_refused(flags, option):
 
 
 def test_adamw_at_an_sgd_learning_rate_warns():
-    from detnorm.trainer_options import optimizer_warning
+    from detnorm.engine.trainer_options import optimizer_warning
 
     assert "AdamW usually wants about 1e-4" in optimizer_warning(
         {"optimizer": "adamw", "base_lr": 0.02}

@@ -2,16 +2,16 @@
 
 from pathlib import Path
 
-from detnorm.cli import build_parser
+from detnorm.cli.train import build_parser
 from detnorm.config import DEFAULTS
-from detnorm.options_doc import main, options_table, update
+from detnorm.config.options_doc import main, options_table, update
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_table_is_current():
     assert update(README, check=True), (
-        "README.md's option table is out of date: run .venv/bin/python -m detnorm.options_doc "
+        "README.md's option table is out of date: run .venv/bin/python -m detnorm.config.options_doc "
         "README.md"
     )
 

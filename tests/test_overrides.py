@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from detnorm.cli import main, parse_config
+from detnorm.cli.train import main, parse_config
 from detnorm.config import DEFAULTS, ConfigError, build_config
-from detnorm.overrides import model_kwargs_keys, parse_sets
+from detnorm.config.overrides import model_kwargs_keys, parse_sets
 
 
 def test_values_are_typed_by_the_defaults_and_flags():

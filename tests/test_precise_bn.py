@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detnorm.norm import FrozenBatchNorm2d
-from detnorm.precise_bn import update_bn_stats
+from detnorm.engine.precise_bn import update_bn_stats
+from detnorm.layers.norm import FrozenBatchNorm2d
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 EPS = 1e-5
@@ -118,7 +118,7 @@ def test_restores_state_when_forward_fails():
 def test_callback_in_training_changes_only_bn_statistics(tiny_data, tmp_path):  # noqa: F811
     """--norm bn with an evaluation after step 1: PreciseBN recomputes the statistics there, and
     the training that follows is the same as with --no-precise-bn (RNG untouched)."""
-    from detnorm.cli import main
+    from detnorm.cli.train import main
 
     states = {}
     for name, extra in (("on", []), ("off", ["--no-precise-bn"])):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from detnorm.visualize import (
+from detnorm.analysis.visualize import (
     PALETTE,
     collect_images,
     draw_predictions,
@@ -109,7 +109,7 @@ def test_collect_images_mirrors_names_and_names_bad_inputs(tmp_path):
 def tiny_model():
     torch.manual_seed(0)
     try:
-        from detnorm.model import build_maskrcnn
+        from detnorm.modeling.maskrcnn import build_maskrcnn
 
         model = build_maskrcnn(num_classes=3, depth=18, norm="gn", min_size=64, max_size=96)
     except ImportError:
@@ -142,10 +142,12 @@ def test_unreadable_image_names_the_file(tiny_model, tmp_path):
 
 def test_cli_on_a_module_checkpoint(tmp_path, capsys):
     """A Lightning checkpoint of a DetnormModule -> one PNG per input, same size, names mirrored."""
-    module_lib = pytest.importorskip("detnorm.module", reason="detnorm.module not written yet")
+    module_lib = pytest.importorskip(
+        "detnorm.engine.module", reason="detnorm.engine.module not written yet"
+    )
     import pytorch_lightning as pl
 
-    from detnorm.cli_predict import main
+    from detnorm.cli.predict import main
 
     module = module_lib.DetnormModule(
         num_classes=2, label_to_cat_id={"1": 5, "2": 7}, category_names=["disc", "bar"],
@@ -187,11 +189,15 @@ def test_cli_on_a_module_checkpoint(tmp_path, capsys):
 @pytest.mark.slow  # ~20 s: trains one step and evaluates
 def test_cli_end_to_end_on_a_trained_checkpoint(tmp_path, capsys):
     """Train 1 step with the public CLI, then draw predictions of its last checkpoint."""
-    pytest.importorskip("detnorm.module", reason="detnorm.module (DetnormModule) not written yet")
-    train = pytest.importorskip("detnorm.cli", reason="detnorm.cli (training CLI) not written yet")
+    pytest.importorskip(
+        "detnorm.engine.module", reason="detnorm.engine.module (DetnormModule) not written yet"
+    )
+    train = pytest.importorskip(
+        "detnorm.cli.train", reason="detnorm.cli.train (training CLI) not written yet"
+    )
     import yaml
 
-    from detnorm.cli_predict import main
+    from detnorm.cli.predict import main
     from detnorm.data.synthetic import generate_dataset
 
     data = generate_dataset(tmp_path / "data", num_train=2, num_val=1, image_size=(64, 80))
@@ -246,7 +252,7 @@ def test_cli_end_to_end_on_a_trained_checkpoint(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_threshold_and_device(tmp_path, capsys):
-    from detnorm.cli_predict import main
+    from detnorm.cli.predict import main
 
     img = write_png(tmp_path / "a.png")
     for flag, value in (("--score-threshold", "1.5"), ("--device", "gpu7")):

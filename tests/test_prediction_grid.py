@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from detnorm.prediction_grid import HEADER, PAD, write_prediction_grid
-from detnorm.visualize import PALETTE, predict_files
+from detnorm.analysis.visualize import PALETTE, predict_files
+from detnorm.engine.prediction_grid import HEADER, PAD, write_prediction_grid
 
 H, W = 48, 64  # upscaled by ceil(512 / 48) = 11 -> 528 x 704 panels
 

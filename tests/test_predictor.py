@@ -20,7 +20,7 @@ from detnorm.data.image_io import read_image
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A checkpoint, its dataset, and the checkpoint's training-time evaluation (Trainer.validate)."""
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
 
     root = tmp_path_factory.mktemp("predictor")
     data = tiny_dataset(root / "data")
@@ -203,8 +203,8 @@ def test_bf16_autocast_runs(trained):
 
 def test_predict_json_then_eval_gives_the_training_time_ap(trained, tmp_path, capsys):
     """tools/predict.py --ann GT -> predictions_*.json -> tools/eval.py: the AP of Trainer.validate."""
-    from detnorm.cli_eval import main as eval_main
-    from detnorm.cli_predict import main as predict_main
+    from detnorm.cli.eval import main as eval_main
+    from detnorm.cli.predict import main as predict_main
 
     gt = trained["gt_data"] / "annotations" / "val.json"
     out = tmp_path / "pred"
@@ -227,7 +227,7 @@ def test_predict_json_then_eval_gives_the_training_time_ap(trained, tmp_path, ca
 
 
 def test_predict_cli_errors_are_one_line(trained, tmp_path, capsys):
-    from detnorm.cli_predict import main as predict_main
+    from detnorm.cli.predict import main as predict_main
 
     ckpt = str(trained["ckpt"])
     ann = trained["gt_data"] / "annotations" / "val.json"

@@ -7,10 +7,10 @@ import torch
 from torchvision.models import resnet18
 from weights_helpers import QUIET, randomize
 
-from detnorm.checkpoints import WeightsError
-from detnorm.model import build_maskrcnn
-from detnorm.prefixes import candidate_prefixes, flatten
-from detnorm.weights import load_weights
+from detnorm.modeling.maskrcnn import build_maskrcnn
+from detnorm.weights.load import load_weights
+from detnorm.weights.prefixes import candidate_prefixes, flatten
+from detnorm.weights.safe_load import WeightsError
 
 
 def resnet_state(seed: int) -> dict:
@@ -118,7 +118,7 @@ def test_nothing_complete_is_unrecognized(tmp_path):
 
 
 def test_train_cli_passes_the_prefix(tmp_path):
-    from detnorm.cli import parse_config
+    from detnorm.cli.train import parse_config
 
     torch.save({"a": torch.zeros(1)}, tmp_path / "w.pth")
     cfg = parse_config(["--pretrained", str(tmp_path / "w.pth"), "--pretrained-prefix", "ema."])

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from detnorm.cli import main as train_main
-from detnorm.model import build_maskrcnn
-from detnorm.pretrain import ShapeClassification, main
-from detnorm.weights import WeightsError, detect_format, load_weights
+from detnorm.cli.train import main as train_main
+from detnorm.engine.pretrain import ShapeClassification, main
+from detnorm.modeling.maskrcnn import build_maskrcnn
+from detnorm.weights.load import WeightsError, detect_format, load_weights
 from tests.weights_helpers import QUIET
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--max-steps", "2", "--num-workers", "0",

@@ -11,9 +11,9 @@ import yaml
 from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights, maskrcnn_resnet50_fpn
 from weights_helpers import randomize
 
-from detnorm.checkpoints import torch_load
-from detnorm.cli import main as train_main
+from detnorm.cli.train import main as train_main
 from detnorm.config import DEFAULTS, ConfigError, merge, validate
+from detnorm.weights.safe_load import torch_load
 
 COCO_URL = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url
 

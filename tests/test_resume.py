@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from detnorm.cli import main
+from detnorm.cli.train import main
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_killed_and_resumed_equals_uninterrupted(tiny_data, tmp_path):  # noqa: 
     assert main(_args(tiny_data, full)) == 0
 
     # random flips stay on: the sampler seeds each sample's augmentation by (seed, epoch, index)
-    code = f"from detnorm.cli import main; main({_args(tiny_data, killed)!r})"
+    code = f"from detnorm.cli.train import main; main({_args(tiny_data, killed)!r})"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip

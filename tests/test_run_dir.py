@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detnorm.cli import main
+from detnorm.cli.train import main
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_explicit_folder_with_a_finished_run_is_refused(tiny_data, tmp_path, cap
 @pytest.mark.bad_input
 def test_live_run_refused_naming_its_pid_and_dead_lock_not_stuck(tiny_data, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"
-    code = ("import sys, time; from pathlib import Path; from detnorm.run_dir import RunLock; "
+    code = ("import sys, time; from pathlib import Path; from detnorm.engine.run_dir import RunLock; "
             f"RunLock(Path({str(out)!r})).acquire(); print('locked', flush=True); time.sleep(300)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnorm.checkpoints import (
+from detnorm.modeling.maskrcnn import build_maskrcnn
+from detnorm.weights.load import load_weights
+from detnorm.weights.safe_load import (
     UnsafeWeightsError,
     WeightsError,
     load_detnorm_module,
     read_weights,
     torch_load,
 )
-from detnorm.model import build_maskrcnn
-from detnorm.weights import load_weights
 from tests.test_cli_train import gn_run, tiny_args, tiny_data  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +81,8 @@ def test_library_loaders_refuse_a_payload(evil, kind):
 def test_trust_weights_is_the_opt_in(evil, tiny_data, tmp_path, capsys):  # noqa: F811
     """The payload is real: trusted, it runs (the marker appears) and the weights still load;
     ``--trust-weights`` reaches the loaders of train and eval."""
-    from detnorm.cli import main
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
+    from detnorm.cli.train import main
 
     files, marker = evil
     model = build_maskrcnn(num_classes=3, depth=18, norm="gn")
@@ -101,7 +101,7 @@ def test_trust_weights_is_the_opt_in(evil, tiny_data, tmp_path, capsys):  # noqa
 
 @pytest.mark.bad_input
 def test_train_pretrained_and_resume_refuse(evil, tiny_data, tmp_path, capsys):  # noqa: F811
-    from detnorm.cli import main
+    from detnorm.cli.train import main
 
     files, marker = evil
     for argv, path in [(["--pretrained", str(files["pth"])], files["pth"]),
@@ -119,7 +119,7 @@ def test_train_pretrained_and_resume_refuse(evil, tiny_data, tmp_path, capsys): 
 
 @pytest.mark.bad_input
 def test_eval_checkpoint_refuses(evil, tmp_path, capsys):
-    from detnorm.cli_eval import main as eval_main
+    from detnorm.cli.eval import main as eval_main
 
     files, marker = evil
     code = eval_main(["--checkpoint", str(files["ckpt"]), "--output-dir", str(tmp_path / "e")])
@@ -146,7 +146,7 @@ def test_predict_checkpoint_refuses_without_traceback(evil, tmp_path):
 
 @pytest.mark.bad_input
 def test_pretrain_resume_refuses(evil, tmp_path, capsys):
-    from detnorm.pretrain import main as pretrain_main
+    from detnorm.engine.pretrain import main as pretrain_main
 
     files, marker = evil
     out = tmp_path / "pre"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from detnorm.schedule import build_lr_scheduler, resolve_schedule
+from detnorm.solver.schedule import build_lr_scheduler, resolve_schedule
 
 
 @pytest.mark.parametrize(

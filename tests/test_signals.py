@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detnorm.cli import main
+from detnorm.cli.train import main
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def test_signal_writes_a_checkpoint_and_resume_matches(sig, full_run, tiny_data,
     out = tmp_path / "stopped"
     # Ctrl+C reaches the whole process group, data-loader workers included
     args = [*_args(tiny_data, out), *(["--num-workers", "2"] if sig == signal.SIGINT else [])]
-    code = f"import sys; from detnorm.cli import main; sys.exit(main({args!r}))"
+    code = f"import sys; from detnorm.cli.train import main; sys.exit(main({args!r}))"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

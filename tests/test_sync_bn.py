@@ -1,4 +1,4 @@
-"""detnorm.sync_bn.SyncBatchNorm against nn.BatchNorm2d, in one process and across 2 gloo ranks.
+"""detnorm.layers.sync_bn.SyncBatchNorm against nn.BatchNorm2d, in one process and across 2 gloo ranks.
 
 The distributed reference is single-process nn.BatchNorm2d on the joined batch: every rank's
 (N_r, C, H_r, W_r) input is flattened to (C, N_r*H_r*W_r), the ranks are concatenated along the
@@ -18,7 +18,7 @@ import torch.distributed as dist
 from dist_utils import DistributedError, run_distributed
 from torch import nn
 
-from detnorm.sync_bn import SyncBatchNorm
+from detnorm.layers.sync_bn import SyncBatchNorm
 
 C = 4
 ATOL = 1e-5

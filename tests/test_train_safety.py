@@ -13,13 +13,13 @@ import torch
 import yaml
 from PIL import Image
 
-from detnorm.cli import main, parse_config
+from detnorm.cli.train import main, parse_config
 from detnorm.config import ConfigError
-from detnorm.module import DetnormModule
-from detnorm.prediction_grid import HEADER, PAD
-from detnorm.remedies import nonfinite_remedies, warmup_iters_for
-from detnorm.schedule import build_lr_scheduler, resolve_schedule, warmup_floor_steps
-from detnorm.training import module_kwargs
+from detnorm.engine.builders import module_kwargs
+from detnorm.engine.module import DetnormModule
+from detnorm.engine.prediction_grid import HEADER, PAD
+from detnorm.engine.remedies import nonfinite_remedies, warmup_iters_for
+from detnorm.solver.schedule import build_lr_scheduler, resolve_schedule, warmup_floor_steps
 from tests.test_cli_train import tiny_args, tiny_data  # noqa: F401 (fixture)
 
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-from detnorm import loggers as L
-from detnorm.cli import main, parse_config
+from detnorm.cli.train import main, parse_config
 from detnorm.config import ConfigError
 from detnorm.data.sampler import GroupedBatchSampler
-from detnorm.schedule import resolve_schedule
-from detnorm.trainer_options import batch_note
+from detnorm.engine import loggers as L
+from detnorm.engine.trainer_options import batch_note
+from detnorm.solver.schedule import resolve_schedule
 from tests.tiny_coco import write_split
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from detnorm.model import build_maskrcnn
-from detnorm.transform import DetnormTransform, set_input_format
+from detnorm.modeling.input_transform import DetnormTransform, set_input_format
+from detnorm.modeling.maskrcnn import build_maskrcnn
 
 
 def test_transform_normalization_and_resizing():

@@ -9,8 +9,8 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detnorm.model import build_maskrcnn
-from detnorm.weights import WeightsError, detect_format, load_weights
+from detnorm.modeling.maskrcnn import build_maskrcnn
+from detnorm.weights.load import WeightsError, detect_format, load_weights
 from tests.weights_helpers import QUIET, randomize
 
 SMALL = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,

@@ -27,12 +27,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ..signals import worker_init
 from .coco import CocoInstanceDataset
 from .paths import resolve_data_paths
 from .sampler import GroupedBatchSampler, ShardSampler
 from .synthetic import ensure_default_dataset
 from .transforms import build_train_transform
+from .workers import worker_init
 
 log = logging.getLogger("detnorm.data")
 

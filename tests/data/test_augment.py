@@ -127,9 +127,9 @@ def test_default_pipeline_unchanged():
 def test_flags_reach_the_train_transform(tmp_path):
     from data_helpers import make_coco, rect_poly
 
-    from detnorm import training
-    from detnorm.cli import parse_config
+    from detnorm.cli.train import parse_config
     from detnorm.config import ConfigError
+    from detnorm.engine import builders as training
 
     images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 50}]
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rect_poly(5, 5, 20, 20),

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from detnorm.data.coco import CocoInstanceDataset
 from detnorm.data.convert import circle_polygon, labelme_to_coco
-from detnorm.evaluation import evaluate_coco
+from detnorm.evaluation.coco_eval import evaluate_coco
 
 
 def _shape(label, points, kind="polygon", group_id=None):
