@@ -2,7 +2,7 @@
 
     python benchmarks/bench_overhead.py [--steps 8] [--rounds 4] [--norm gn] [--device cpu]
 
-Arm "lightning" is the production path: ``detnorm.engine.builders.build_trainer`` (StepSeed, EvalAtEnd,
+Arm "lightning" is the production path: ``detnorm.engine.trainer.build_trainer`` (StepSeed, EvalAtEnd,
 RunCheckpoints callbacks, CSV + TensorBoard loggers, progress bar, ``log_every_n_steps`` of the
 embedded preset) fitting ``DetnormModule`` for ``--steps`` steps. Arm "plain" is a hand-written
 loop over the same torchvision model (``build_maskrcnn`` via the same module class, same seed),
@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fixed_batches, interleaved, machine, to_device, write_result  # noqa: E402
 
 from detnorm.config import DEFAULTS, EMBEDDED_PRESET, merge  # noqa: E402
-from detnorm.engine.builders import build_module, build_trainer, module_kwargs  # noqa: E402
-from detnorm.engine.callbacks import step_seed  # noqa: E402
+from detnorm.engine.build import build_module, module_hparams  # noqa: E402
+from detnorm.engine.seeding import step_seed  # noqa: E402
+from detnorm.engine.trainer import build_trainer  # noqa: E402
 
 
 class _Clock(pl.Callback):
@@ -49,8 +50,8 @@ class _Clock(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-class _Meta:  # what module_kwargs reads from a DataModule
-    num_classes = 6
+class _Meta:  # what module_hparams reads from a DataModule
+    num_classes = 7  # 6 categories + the background
     label_to_cat_id = {i: i for i in range(1, 7)}
     categories = [{"name": f"c{i}"} for i in range(1, 7)]
 
@@ -65,7 +66,7 @@ def config(norm: str, steps: int, device: str, out: Path) -> dict:
 
 def new_module(cfg: dict, seed: int):
     torch.manual_seed(seed)
-    return build_module(module_kwargs(cfg, _Meta, total_batch_size=cfg["batch_size"]))
+    return build_module(module_hparams(cfg, _Meta, total_batch_size=cfg["batch_size"]))
 
 
 def lightning_arm(cfg, batches, device, record):

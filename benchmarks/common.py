@@ -22,8 +22,8 @@ import torch
 
 from detnorm.config import EMBEDDED_PRESET
 from detnorm.io import atomic_write
-from detnorm.layers.norm import param_groups
 from detnorm.modeling.maskrcnn import build_maskrcnn
+from detnorm.solver.param_groups import param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -70,7 +70,7 @@ def test_every_listed_test_exists():
 def test_the_checker_sees_marks_and_names(tmp_path):
     """The collector itself: a marked test, a module mark and a telling name all count."""
     every, bad = collect_tests()
-    assert "tests/test_safe_loading.py::test_eval_checkpoint_refuses" in bad  # decorator
+    assert "tests/weights/test_safe_loading.py::test_eval_checkpoint_refuses" in bad  # decorator
     assert "tests/data/test_bad_images.py::test_duplicate_annotation_ids" in bad  # pytestmark
-    assert "tests/test_cli_train.py::test_bad_values_exit_2_with_one_line" in bad  # name
-    assert "tests/test_safe_loading.py::test_trust_weights_is_the_opt_in" in every - bad
+    assert "tests/cli/test_cli_train.py::test_bad_values_exit_2_with_one_line" in bad  # name
+    assert "tests/weights/test_safe_loading.py::test_trust_weights_is_the_opt_in" in every - bad

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The small-scale GN reproduction study: a thin shim over ``detnorm.study_cli.main``.
+"""The small-scale GN reproduction study: a thin shim over ``reproduction.cli.main``.
 
 python tools/study.py run --all                              # the whole study (resumable)
 python tools/study.py run --cell batch_sweep/gn_b2 --seed 0  # one cell
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
-from detnorm.study_cli import main  # noqa: E402
+from reproduction.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@
     python tools/train.py --norm gn --max-steps 300
     python tools/train.py --config configs/coco/gn_4conv1fc_3x.yaml --data /data/coco --devices 8
 
-See ``python tools/train.py --help`` and ``detnorm/config.py`` for every option.
+See ``python tools/train.py --help`` and ``detnorm/config/options.py`` for every option.
 """
 
 import sys

@@ -1,0 +1,2 @@
+"""Looking at results: comparing runs, plots, drawing predictions, error analysis and dataset
+statistics."""

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from detnorm.analysis import error_analysis as A
 from detnorm.analysis import error_report as R
-from detnorm.evaluation.coco_eval import (
+from detnorm.evaluation import (
     BACKENDS,
     DEFAULT_BACKEND,
     IOU_TYPES,

@@ -10,9 +10,13 @@ scores a COCO results file (a JSON list of detections) from any model, prints th
 writes ``metrics.json`` to ``--output-dir`` (default: the results file's directory). The iou
 types default to bbox, plus segm when the results carry ``"segmentation"``.
 
-Checkpoint mode (``--checkpoint CKPT [--data ...]``) is implemented by
-``detnorm.cli.train.evaluate_checkpoint(args)``; options this parser does not know are passed to it
-unparsed as ``args.extra_args``.
+Checkpoint mode::
+
+    tools/eval.py --checkpoint CKPT [--data ROOT | --val-ann A --val-images DIR] [--test-size N]
+                  [--batch-size N] [--num-workers N] [--accelerator ...] [--devices N] ...
+
+runs a checkpoint on a validation split (``detnorm.engine.run.evaluate_checkpoint``); its data
+and hardware flags are the training options of the same name, made from the option schema.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from detnorm.evaluation.coco_eval import (
+from detnorm.cli.parser import Parser, UsageError, add_option_flags, error_line, flag_label
+from detnorm.config import validate
+from detnorm.errors import ConfigError
+from detnorm.evaluation import (
     BACKENDS,
     DEFAULT_BACKEND,
     IOU_TYPES,
@@ -35,20 +42,16 @@ from detnorm.io import read_json, write_json_atomic
 PROG = "tools/eval.py"
 
 
-class UsageError(Exception):
-    """A bad command-line value; the message names the option and what it allows."""
+# training options that checkpoint mode takes, with the flags and checks of detnorm-train
+CHECKPOINT_OPTIONS = ("data", "val_ann", "val_images", "train_ann", "train_images", "test_size",
+                      "batch_size", "num_workers", "accelerator", "devices", "precision",
+                      "trust_weights", "skip_bad_images")  # fmt: skip
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump, no sys.exit inside main()
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+def build_parser() -> Parser:
+    p = Parser(
         prog=PROG,
         description="COCO AP (bbox, segm) of an existing results file, or of a checkpoint.",
-        allow_abbrev=False,
     )
     results = p.add_argument_group("results mode")
     results.add_argument("--ann", type=Path, metavar="GT.json", help="COCO ground-truth json")
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ckpt = p.add_argument_group("checkpoint mode")
     ckpt.add_argument("--checkpoint", type=Path, metavar="CKPT", help="model checkpoint to run")
-    ckpt.add_argument("--data", help="dataset for --checkpoint (default: the embedded one)")
+    add_option_flags(ckpt, CHECKPOINT_OPTIONS)
     p.add_argument(
         "--iou-types", nargs="+", choices=IOU_TYPES, help="default: bbox, and segm if available"
     )
@@ -65,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=DEFAULT_BACKEND,
         help="COCOeval engine (default: faster, i.e. faster-coco-eval; same stats as pycocotools)",
     )
     p.add_argument("--per-category", action="store_true", help="also print per-category AP")
@@ -81,31 +83,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tools/eval.py`` and the ``detnorm-eval`` script; returns the exit code."""
-    parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
+        args = build_parser().parse_args(argv)
         if args.checkpoint is not None:
-            for option in ("ann", "results"):
+            for option in ("ann", "results", "iou_types"):
                 if getattr(args, option) is not None:
-                    raise UsageError(f"--{option}: not allowed with --checkpoint")
-            if not args.checkpoint.exists():
-                raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
-            args.extra_args = extra
-            try:
-                from detnorm.cli.train import evaluate_checkpoint  # lazy: pulls in Lightning
-            except ImportError as e:
-                if e.name != "detnorm.cli.train":
-                    raise
-                raise UsageError("--checkpoint: not available in this install") from None
-            return int(evaluate_checkpoint(args) or 0)
-        if extra:
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
-        if args.data is not None:
-            raise UsageError("--data: only used with --checkpoint")
+                    raise UsageError(f"--{option.replace('_', '-')}: not allowed with --checkpoint")
+            return evaluate_checkpoint(args)
+        given = [k for k in CHECKPOINT_OPTIONS if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"{flag_label(given[0])}: only used with --checkpoint")
         return evaluate_results_file(args)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except (UsageError, ConfigError) as e:
+        print(error_line(PROG, e), file=sys.stderr)
         return 2
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Checkpoint mode: run the checkpoint on the validation split, print the tables."""
+    from detnorm.engine.run import evaluate_checkpoint as run  # lazy: pulls in Lightning
+
+    if args.max_detections is not None and args.max_detections < 1:
+        raise UsageError(f"--max-detections: must be an integer >= 1, got {args.max_detections}")
+    data = {k: getattr(args, k) for k in CHECKPOINT_OPTIONS[:5]}
+    data.update(batch_size=args.batch_size or 1, num_workers=args.num_workers or 0,
+                skip_bad_images=bool(args.skip_bad_images))  # fmt: skip
+    validate({k: v for k, v in data.items() if v is not None})
+    hardware = {k: getattr(args, k) for k in ("accelerator", "devices", "precision")}
+    module, out = run(
+        args.checkpoint, data, trust=bool(args.trust_weights), test_size=args.test_size,
+        backend=args.backend, max_detections=args.max_detections, output_dir=args.output_dir,
+        trainer_kw={k: v for k, v in hardware.items() if v is not None},
+        warn=lambda w: print(f"{PROG}: {w}", file=sys.stderr),
+    )  # fmt: skip
+    metrics = module.last_metrics
+    if module.trainer.is_global_zero:
+        from detnorm.data.image_check import unreadable_note
+
+        by_type = {t: metrics[t] for t in ("bbox", "segm") if t in metrics}
+        print(format_metrics_table(by_type))
+        if args.per_category:
+            print(format_per_category_table(by_type))
+        if note := unreadable_note(metrics):
+            print(note)
+        print(f"metrics: {out / 'metrics.json'}")
+    return 0
 
 
 def evaluate_results_file(args: argparse.Namespace) -> int:
@@ -121,10 +143,11 @@ def evaluate_results_file(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     try:
         results = read_json(args.results, "--results")
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-            raise ValueError("must be a JSON list of detections (COCO results format)")
     except ValueError as e:
-        raise UsageError(_prefixed("--results", args.results, e)) from None
+        raise UsageError(str(e)) from None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise UsageError(f"--results {args.results}: must be a JSON list of detections "
+                         "(COCO results format)")  # fmt: skip
 
     has_segm = any("segmentation" in r for r in results)
     iou_types = tuple(args.iou_types or (("bbox", "segm") if has_segm else ("bbox",)))
@@ -143,9 +166,8 @@ def evaluate_results_file(args: argparse.Namespace) -> int:
     if max_dets < 10:
         raise UsageError(f"--max-detections: must be an integer >= 10, got {max_dets}")
     try:
-        metrics = evaluate_coco(
-            gt, results, iou_types=iou_types, backend=args.backend, max_dets=max_dets
-        )
+        metrics = evaluate_coco(gt, results, iou_types=iou_types,
+                                backend=args.backend or DEFAULT_BACKEND, max_dets=max_dets)  # fmt: skip
     except ValueError as e:  # e.g. faster-coco-eval not installed
         raise UsageError(f"--backend {args.backend}: {e}") from None
 
@@ -160,8 +182,5 @@ def evaluate_results_file(args: argparse.Namespace) -> int:
 
 
 def _prefixed(option: str, path: Path, error: ValueError) -> str:
-    """'--opt: message', naming the file unless the message already does."""
-    message = str(error)
-    if message.startswith(option):
-        return message
-    return f"{option} {path}: {message}"
+    """'--opt PATH: message'."""
+    return f"{option} {path}: {error}"

@@ -10,30 +10,20 @@ cannot handle stops with one line naming the format and the reason, exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from detnorm.cli.parser import Parser, UsageError
 from detnorm.inference.export import EXPORT_FORMATS, ExportError, export_model, run_onnx
 
 PROG = "detnorm-export"
 CHECK_TOLERANCE = 1e-3  # pixels for boxes, absolute for scores
 
 
-class UsageError(Exception):
-    """A bad command line; the message names the option."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump, no exit inside main()
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Export a detnorm checkpoint to TorchScript or ONNX.",
-                allow_abbrev=False)  # fmt: skip
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Export a detnorm checkpoint to TorchScript or ONNX.")
     p.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT",
                    help="a tools/train.py checkpoint")  # fmt: skip
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="fmt",

@@ -1,11 +1,12 @@
-"""The README's table of ``detnorm-train`` options, generated from the parser and the defaults.
+"""The README's table of ``detnorm-train`` options, generated from the option schema.
 
     python -m detnorm.config.options_doc README.md           # rewrite the table in place
     python -m detnorm.config.options_doc --check README.md   # exit 1 when it is out of date
 
 The table sits between ``<!-- train-options:start -->`` and ``<!-- train-options:end -->``.
-One row per flag: the flag, its config key (what ``--set`` and YAML files use), the default in
-:data:`detnorm.config.DEFAULTS`, and the flag's help. A test keeps the README equal to it.
+One row per option of :data:`detnorm.config.options.OPTIONS`, in its order: the flag (or
+``--set KEY=...`` for options without one), the config key (what ``--set`` and YAML files use),
+the default, what it accepts and its help. A test keeps the README equal to it.
 """
 
 from __future__ import annotations
@@ -16,59 +17,46 @@ from pathlib import Path
 
 import yaml
 
-from detnorm.config import DEFAULTS
+from detnorm.config.options import OPTIONS
 from detnorm.io import atomic_write
 
 __all__ = ["END", "START", "options_table", "update"]
 
 START, END = "<!-- train-options:start -->", "<!-- train-options:end -->"
-# config keys without a flag of their own (YAML or --set KEY=VALUE)
-KEY_HELP = {
-    "input_format": "rgb or caffe2 (null: rgb, or what the pretrained weights need)",
-    "stride_in_1x1": "stride in the 1x1 convs (null: false, or what caffe2 weights need)",
-    "model_kwargs": "extra torchvision MaskRCNN / build_maskrcnn keywords (RPN/RoI sampling, "
-    "anchor_sizes, fpn_channels, ...); merged key by key",
-    "warmup_factor": "LR factor at the first warmup step",
-    "weight_decay": "weight decay of every parameter but the norms'",
-    "norm_weight_decay": "weight decay of norm parameters",
-    "momentum": "SGD momentum",
-}
+_METAVARS = {int: "N", float: "X", str: "NAME"}
 
 
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _default(key: str | None) -> str:
-    if key not in DEFAULTS:
-        return ""
-    value = yaml.safe_dump(DEFAULTS[key], default_flow_style=True).strip()
-    return f"`{value.removesuffix('...').strip()}`"
+def _default(value) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return f"`{text.removesuffix('...').strip()}`"
+
+
+def _flag(opt) -> str:
+    if not opt.flags:
+        return f"--set {opt.key}=..."
+    flag = opt.flags[0]
+    if opt.cli in ("switch", "negate"):
+        return flag
+    metavar = opt.metavar or _METAVARS.get(opt.item or opt.type, "NAME")
+    metavar = " ".join(metavar) if isinstance(metavar, tuple) else metavar
+    suffix = {"list": " ...", "on_or_values": " ..."}.get(opt.cli, "")
+    return (
+        f"{flag} [{metavar}]"
+        if opt.cli in ("optional", "on_or_values")
+        else f"{flag} {metavar}{suffix}"
+    )
 
 
 def options_table() -> str:
-    """Markdown: flag | config key | default | what it does, for every ``detnorm-train`` flag."""
-    from detnorm.cli.train import build_parser
-
-    lines = ["| flag | config key | default | what it does |", "|---|---|---|---|"]
-    seen: set[str] = set()
-    for action in build_parser()._actions:
-        if not action.option_strings or isinstance(action, argparse._HelpAction):
-            continue
-        flag = action.option_strings[0]
-        if action.nargs != 0:
-            metavar = action.metavar or {int: "N", float: "X"}.get(action.type, "NAME")
-            metavar = " ".join(metavar) if isinstance(metavar, tuple) else metavar
-            flag += f" {metavar}" + (" ..." if action.nargs in ("+", "*") else "")
-        key = action.dest if action.dest in DEFAULTS else None
-        help_ = (action.help or "").replace("%%", "%")
-        lines.append(f"| `{_cell(flag)}` | {f'`{key}`' if key else ''} | {_cell(_default(key))} "
-                     f"| {_cell(help_)} |")  # fmt: skip
-        seen.add(action.dest)
-    for key in DEFAULTS:
-        if key not in seen:
-            lines.append(f"| `--set {key}=...` | `{key}` | {_cell(_default(key))} "
-                         f"| {_cell(KEY_HELP.get(key, ''))} |")  # fmt: skip
+    """Markdown: flag | config key | default | allowed | what it does, one row per option."""
+    lines = ["| flag | config key | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for opt in OPTIONS.values():
+        lines.append(f"| `{_cell(_flag(opt))}` | `{opt.key}` | {_cell(_default(opt.default))} "
+                     f"| {_cell(opt.allowed())} | {_cell(opt.help)} |")  # fmt: skip
     return "\n".join(lines)
 
 

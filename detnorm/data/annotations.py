@@ -88,15 +88,21 @@ class CategoryMap:
         self.label_to_cat_id = {i + 1: cid for i, cid in enumerate(self.cat_ids)}
 
     @property
-    def num_classes(self) -> int:
+    def num_categories(self) -> int:
+        """K: the categories, labelled 1..K."""
         return len(self.cat_ids)
+
+    @property
+    def num_classes(self) -> int:
+        """K + 1: the model's classes, background included (torchvision's convention)."""
+        return len(self.cat_ids) + 1
 
     def label(self, cat_id: int) -> int:
         return self.cat_id_to_label[cat_id]
 
     def cat_id(self, label: int) -> int:
         if label not in self.label_to_cat_id:
-            raise ValueError(f"label {label} outside 1..{self.num_classes}")
+            raise ValueError(f"label {label} outside 1..{self.num_categories}")
         return self.label_to_cat_id[label]
 
 

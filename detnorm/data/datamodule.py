@@ -70,7 +70,7 @@ class DetectionDataModule(pl.LightningDataModule):
     go to ``transforms.build_train_transform``. ``keep_empty`` applies to training only (eval
     splits keep every image so COCO metrics see all of them). ``pin_memory`` defaults to CUDA
     availability. ``accumulate_grad_batches``: the Trainer's; the train sampler pads each epoch
-    to whole optimizer steps (``sampler.GroupedBatchSampler``). After ``setup()``: ``num_classes``, ``categories``, ``label_to_cat_id``, ``val_ann_file``,
+    to whole optimizer steps (``sampler.GroupedBatchSampler``). After ``setup()``: ``num_classes`` (K + 1, background included), ``num_categories`` (K), ``categories``, ``label_to_cat_id``, ``val_ann_file``,
     ``val_coco`` (crowd kept), ``paths``.
     """
 
@@ -165,7 +165,8 @@ class DetectionDataModule(pl.LightningDataModule):
                 **self.decoder_kw,
             )
             self.test_ann_file = Path(test["val_ann"])
-        self.num_classes = cmap.num_classes
+        self.num_classes = cmap.num_classes  # background included, as build_maskrcnn counts
+        self.num_categories = cmap.num_categories
         self.categories = cmap.categories
         self.label_to_cat_id = dict(cmap.label_to_cat_id)
         self.val_ann_file = Path(p["val_ann"])
@@ -204,6 +205,44 @@ class DetectionDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=functools.partial(worker_init, rank=rank),
         )
+
+    def precise_bn_loader(self):
+        """Training batches for PreciseBN (``detnorm.engine.precise_bn.PreciseBN``'s loader).
+
+        A generator over the train set through its own aspect-grouped sampler, seeded from the
+        trainer's global step (``seed + 7919 * (step + 1)``), epoch 0, 1, 2, ... for as long as
+        batches are drawn (it stops if an epoch is empty). The training sampler and its resume
+        state are untouched. Nothing runs before the first batch is drawn, so the step, world
+        size and rank are those at that moment.
+        """
+        self.setup("fit")
+        world, rank = self._world()
+        trainer = getattr(self, "trainer", None)
+        step = trainer.global_step if trainer is not None else 0
+        epoch = 0
+        while True:
+            sampler = GroupedBatchSampler(
+                self.train_set.aspect_groups(),
+                self.batch_size,
+                num_replicas=world,
+                rank=rank,
+                seed=self.seed + 7919 * (step + 1),
+                with_seeds=True,
+            )
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=sampler,
+                num_workers=self.num_workers,
+                collate_fn=collate_detection,
+            )
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                return
+            epoch += 1
 
     def _eval_loader(self, dataset) -> DataLoader:
         # One image per batch, as detectron2 evaluates: batching pads images to a common size,

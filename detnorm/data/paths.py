@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detnorm.errors import ConfigError
+
 _OPTIONS = ("train_ann", "train_images", "val_ann", "val_images")
 
 
@@ -42,8 +44,9 @@ def resolve_data_paths(
 ) -> dict[str, Path]:
     """Return ``{"train_ann", "train_images", "val_ann", "val_images"}`` as existing Paths.
 
-    Raises ``ValueError`` naming the option and the path when a file or folder is missing or
-    the layout of ``data`` is not recognized.
+    Raises :class:`~detnorm.errors.ConfigError` whose ``key`` is the option at fault (``data``,
+    ``train_ann``, ``train_images``, ``val_ann`` or ``val_images``) and whose message names the
+    path, when a file or folder is missing or the layout of ``data`` is not recognized.
     """
     given = dict(
         train_ann=train_ann, train_images=train_images, val_ann=val_ann, val_images=val_images
@@ -52,14 +55,15 @@ def resolve_data_paths(
     if data is not None:
         root = Path(data).expanduser()
         if not root.is_dir():
-            raise ValueError(f"data: {root} is not a directory")
+            raise ConfigError("data", f"{root} is not a directory")
         layout = _layout(root)
         if layout is None and any(given[k] is None for k in _OPTIONS):
-            raise ValueError(
-                f"data: {root} has neither the detnorm layout (annotations/train.json, "
+            raise ConfigError(
+                "data",
+                f"{root} has neither the detnorm layout (annotations/train.json, "
                 "annotations/val.json, images/) nor the COCO 2017 layout "
                 "(annotations/instances_{train,val}2017.json, train2017/, val2017/); "
-                "give --train-ann/--train-images/--val-ann/--val-images explicitly"
+                "give --train-ann/--train-images/--val-ann/--val-images explicitly",
             )
         paths.update(layout or {})
     for key, value in given.items():
@@ -67,10 +71,10 @@ def resolve_data_paths(
             paths[key] = Path(value).expanduser()
     for key in _OPTIONS:
         if key not in paths:
-            raise ValueError(f"{key}: not given (pass data=ROOT or {key} explicitly)")
+            raise ConfigError(key, f"not given (pass data=ROOT or {key} explicitly)")
         path = paths[key]
         if key.endswith("_ann") and not path.is_file():
-            raise ValueError(f"{key}: annotation file {path} does not exist")
+            raise ConfigError(key, f"annotation file {path} does not exist")
         if key.endswith("_images") and not path.is_dir():
-            raise ValueError(f"{key}: image folder {path} does not exist")
+            raise ConfigError(key, f"image folder {path} does not exist")
     return paths

@@ -1,69 +1,31 @@
-"""Training callbacks and checkpoint I/O: crash-safe checkpoints, the final evaluation,
-per-step seeding and the non-finite-loss stop.
+"""Training callbacks: the run's checkpoints, the final evaluation, the report of images that
+failed to decode, and the error of the non-finite-loss stop.
 
-Checkpoints go through :class:`AtomicCheckpointIO`: the bytes are written to a temporary file in
-the checkpoint's own folder, fsync'ed and renamed over the target with ``os.replace``, so a run
-killed at any moment (SIGKILL included) leaves either the previous complete file or the new one.
-Lightning's default (fsspec's local "transaction") writes to the system temp dir and then
-``shutil.move``s, which degrades to a non-atomic copy across file systems and never fsyncs.
+Checkpoint files are written through :class:`~detnorm.engine.checkpoint_io.AtomicCheckpointIO`
+(atomic saves); per-step seeding is :class:`~detnorm.engine.seeding.StepSeed` and the CSV log
+:class:`~detnorm.engine.csv_logger.RunCSVLogger`.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import hashlib
 import math
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-
-from detnorm.io import atomic_write
 
 __all__ = [
-    "AtomicCheckpointIO",
     "EvalAtEnd",
     "NonFiniteLossError",
-    "RunCSVLogger",
     "RunCheckpoints",
-    "StepSeed",
     "UndecodableReport",
-    "step_seed",
 ]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised on every rank when any rank's loss is NaN or infinite; names the step."""
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose saves are atomic on a local file system (see module doc) and
-    whose loads (``--resume``) never run code from the file unless ``trust``
-    (:func:`detnorm.weights.safe_load.torch_load`)."""
-
-    def __init__(self, trust: bool = False):
-        super().__init__()
-        self.trust = bool(trust)
-
-    def load_checkpoint(self, path, map_location="cpu", weights_only=None) -> dict[str, Any]:
-        """``weights_only`` (Lightning's argument) is ignored: ``self.trust`` decides."""
-        from detnorm.weights.safe_load import torch_load
-
-        return torch_load(path, trust=self.trust, map_location=map_location)
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
-        atomic_write(path, functools.partial(torch.save, checkpoint), binary=True)
 
 
 class EvalAtEnd(pl.Callback):
@@ -74,33 +36,6 @@ class EvalAtEnd(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
-
-
-def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
-    """A 32-bit seed that depends only on ``(seed, step, rank)`` and, for the later batches of
-    an accumulated step, on ``micro`` (the batch's index within the step)."""
-    key = f"detnorm:{seed}:{step}:{rank}" + (f":{micro}" if micro else "")
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-class StepSeed(pl.Callback):
-    """Reseed torch/numpy/random before every training step from ``(seed, step, rank)``.
-
-    The model's own randomness (RPN and RoI sampling) then does not depend on what ran before
-    the step (validation, PreciseBN, data-loader start-up), so a run resumed from a checkpoint
-    takes exactly the steps an uninterrupted run takes.
-    """
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
-        micro = batch_idx % trainer.accumulate_grad_batches  # batch within an accumulated step
-        s = step_seed(self.seed, trainer.global_step, trainer.global_rank, micro)
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)  # also seeds every CUDA device
 
 
 class RunCheckpoints(pl.Callback):
@@ -171,50 +106,6 @@ class RunCheckpoints(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict.get("best_score")
         self.best_step = state_dict.get("best_step")
-
-
-class _KeepingWriter(ExperimentWriter):
-    """CSV writer that keeps an existing ``metrics.csv`` up to a step instead of deleting it."""
-
-    def __init__(self, log_dir: str, keep_before_step: int | None):
-        self.keep_before_step = keep_before_step
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if not path.is_file():
-            return
-        if self.keep_before_step is None:  # a fresh run in an old directory starts a new log
-            path.unlink()
-            return
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            keys = list(reader.fieldnames or [])
-            rows = [r for r in reader if r.get("step") and int(r["step"]) < self.keep_before_step]
-        self.metrics_keys = sorted(keys)
-
-        def write(f) -> None:
-            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-        atomic_write(path, write)
-
-
-class RunCSVLogger(CSVLogger):
-    """``CSVLogger`` writing ``RUN_DIR/metrics.csv``. On resume from global step ``k`` it keeps
-    the rows of steps ``< k`` (Lightning's logged ``step`` is 0-based) instead of deleting the
-    file, so the log of a resumed run reads like the log of an uninterrupted one."""
-
-    def __init__(self, save_dir, keep_before_step: int | None = None):
-        super().__init__(save_dir=save_dir, name="", version="")
-        self.keep_before_step = keep_before_step
-
-    @property
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._experiment = _KeepingWriter(self.log_dir, self.keep_before_step)
-        return self._experiment
 
 
 class UndecodableReport(pl.Callback):

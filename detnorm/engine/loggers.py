@@ -1,8 +1,8 @@
 """The run's experiment loggers (``--logger``): CSV always, TensorBoard, Weights & Biases, MLflow.
 
-``RUN_DIR/metrics.csv`` is always written (``RunCSVLogger``: resume keeps its rows, and
-``tools/compare.py`` reads it), whatever ``--logger`` lists. The others are Lightning's own
-loggers, writing under the run directory:
+``RUN_DIR/metrics.csv`` is always written (:class:`~detnorm.engine.csv_logger.RunCSVLogger`:
+resume keeps its rows, and ``tools/compare.py`` reads it), whatever ``--logger`` lists. The
+others are Lightning's own loggers, writing under the run directory:
 
 =============  ========================  ==================================================
 name           package                   where
@@ -17,35 +17,20 @@ mlflow         ``mlflow`` (not a dep.)   ``$MLFLOW_TRACKING_URI``, else ``RUN_DI
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
+from detnorm.config.checks import LOGGER_PACKAGES as LOGGERS
+from detnorm.config.checks import missing_package
+
 __all__ = ["LOGGERS", "build_loggers", "missing_package"]
-
-# logger name -> the package it needs (None: always available)
-LOGGERS: dict[str, str | None] = {
-    "csv": None,
-    "tensorboard": "tensorboard",
-    "wandb": "wandb",
-    "mlflow": "mlflow",
-}
-
-
-def missing_package(name: str) -> str | None:
-    """The package logger ``name`` needs when it is not installed, else None."""
-    package = LOGGERS.get(name)
-    if package is None or importlib.util.find_spec(package) is not None:
-        return None
-    return package
-
 
 def build_loggers(names, out: Path, *, run_name: str, keep_before_step: int | None = None) -> list:
     """Lightning loggers for ``names`` (``LOGGERS`` keys, validated by ``detnorm.config``),
     the CSV logger first. A missing ``tensorboard`` (the default) is skipped with a notice;
     ``detnorm.config.validate`` refuses missing ``wandb``/``mlflow`` before the run starts."""
-    from detnorm.engine.callbacks import RunCSVLogger
+    from detnorm.engine.csv_logger import RunCSVLogger  # Lightning: imported when used
 
     out = Path(out)
     loggers = [RunCSVLogger(out, keep_before_step=keep_before_step)]

@@ -24,9 +24,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from detnorm.config import MODULE_KEYS, OPTIONS, nearest_key, validate
 from detnorm.engine.callbacks import NonFiniteLossError
 from detnorm.engine.remedies import nonfinite_remedies
-from detnorm.evaluation.coco_eval import (
+from detnorm.errors import ConfigError
+from detnorm.evaluation import (
     evaluate_coco,
     gather_predictions,
     predictions_to_coco,
@@ -37,7 +39,25 @@ from detnorm.modeling.maskrcnn import build_maskrcnn, resolve_norms
 from detnorm.solver.optimizer import build_optimizer
 from detnorm.solver.schedule import build_lr_scheduler, resolve_schedule
 
-__all__ = ["DetnormModule"]
+__all__ = ["DetnormModule", "module_options"]
+
+NORM_KEYS = ("norm", "backbone_norm", "fpn_norm", "box_head_norm", "mask_head_norm")
+
+
+def module_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` filled with the schema's defaults and checked; float options as floats."""
+    for key in options:
+        if key not in MODULE_KEYS:
+            raise ConfigError(key, "not an option of DetnormModule; did you mean "
+                              f"{nearest_key(key, MODULE_KEYS)!r}?")  # fmt: skip
+    hp = {key: options.get(key, OPTIONS[key].default) for key in MODULE_KEYS}
+    validate(hp)
+    for key, value in hp.items():
+        if OPTIONS[key].type is float and value is not None:
+            hp[key] = float(value)
+    hp["model_kwargs"] = dict(hp["model_kwargs"])
+    return hp
+
 
 LOG_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # val/* values are computed on rank 0 and broadcast, so every rank logs the same number
@@ -48,25 +68,26 @@ class DetnormModule(pl.LightningModule):
     """Mask R-CNN with a norm per component, trained with the GN paper's recipe.
 
     Args:
-        num_classes: K object categories, background EXCLUDED (the model gets K + 1 outputs).
+        num_classes: classes INCLUDING the background (torchvision's convention, as in
+            ``build_maskrcnn``): K categories -> K + 1.
         label_to_cat_id: ``{str(label): coco_category_id}`` for labels 1..K.
         category_names: names of the K categories in label order.
-        norm, backbone_norm, fpn_norm, box_head_norm, mask_head_norm, gn_groups, depth, box_head,
-            trainable_backbone_layers, input_format, stride_in_1x1: see ``build_maskrcnn``.
-        model_kwargs: extra ``MaskRCNN`` keyword arguments (``min_size``/``max_size`` = test
-            size, ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ...).
-        schedule, total_batch_size, base_lr, max_steps, warmup_iters, warmup_factor,
-            warmup_floor: see ``detnorm.solver.schedule.resolve_schedule`` (``base_lr``/``warmup_iters``
-            at 16 images; the CLI sets ``warmup_floor=True``).
-        weight_decay, norm_weight_decay, momentum: optimizer settings (``momentum``: SGD only).
-        optimizer: ``"sgd"`` (the recipe) or ``"adamw"``; see ``detnorm.solver.optimizer.build_optimizer``.
-        lr_schedule: ``"step"`` (the recipe) or ``"cosine"``, both after the same warmup.
-        eval_backend: ``"faster"`` (faster-coco-eval; pycocotools when it is not installed) or
-            ``"pycocotools"``; both give the same stats.
+        total_batch_size: images per optimizer step (devices x nodes x batch x accumulation);
+            the LR and the schedule scale with it (``detnorm.solver.schedule``).
+        options: the model and solver options of :data:`detnorm.config.options.OPTIONS` whose
+            records say ``module=True`` (:data:`detnorm.config.MODULE_KEYS`: the norms,
+            ``gn_groups``, ``depth``, ``box_head``, ``model_kwargs``, ``base_lr``, ...), with the
+            same meaning, defaults and checks; an unknown key is refused naming the nearest.
+            ``model_kwargs`` holds extra ``build_maskrcnn`` / ``MaskRCNN`` keywords
+            (``min_size``/``max_size`` = test size, ``rpn_batch_size_per_image``, ...).
+
+    All of these are the hyperparameters saved in every checkpoint. Checkpoints written before
+    ``num_classes`` counted the background load too (:meth:`upgrade_hparams`).
 
     ``output_dir`` (attribute, not a hyperparameter): where evaluation writes
     ``results_{bbox,segm}.json`` and ``metrics.json``; None falls back to
-    ``trainer.default_root_dir``. ``last_metrics`` holds the latest evaluation.
+    ``trainer.default_root_dir``. ``last_metrics`` holds the latest evaluation. ``run_config``
+    (attribute): the run's resolved config, saved in checkpoints as ``detnorm_config``.
     """
 
     def __init__(
@@ -75,69 +96,80 @@ class DetnormModule(pl.LightningModule):
         num_classes: int,
         label_to_cat_id: dict[str, int],
         category_names: list[str],
-        norm: str = "frozen_bn",
-        backbone_norm: str | None = None,
-        fpn_norm: str | None = None,
-        box_head_norm: str | None = None,
-        mask_head_norm: str | None = None,
-        gn_groups: int = 32,
-        depth: int = 50,
-        box_head: str | None = None,
-        trainable_backbone_layers: int | None = None,
-        input_format: str = "rgb",
-        stride_in_1x1: bool = False,
-        model_kwargs: dict[str, Any] | None = None,
-        schedule: str = "1x",
         total_batch_size: int = 16,
-        base_lr: float = 0.02,
-        max_steps: int | None = None,
-        warmup_iters: int = 1000,
-        warmup_factor: float = 0.001,
-        warmup_floor: bool = False,
-        weight_decay: float = 1e-4,
-        norm_weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        eval_backend: str = "faster",
-        optimizer: str = "sgd",
-        lr_schedule: str = "step",
+        **options: Any,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.norms = resolve_norms(norm, backbone_norm, fpn_norm, box_head_norm, mask_head_norm)
+        hp = module_options(options)
+        self.save_hyperparameters(
+            dict(num_classes=num_classes, label_to_cat_id=label_to_cat_id,
+                 category_names=list(category_names), total_batch_size=total_batch_size, **hp)
+        )  # fmt: skip
+        self.norms = resolve_norms(*(hp[k] for k in NORM_KEYS))
         self.label_to_cat_id = {int(k): int(v) for k, v in label_to_cat_id.items()}
-        if sorted(self.label_to_cat_id) != list(range(1, num_classes + 1)):
-            raise ValueError(
-                f"label_to_cat_id must map labels 1..{num_classes}, got {sorted(label_to_cat_id)}"
-            )
+        if sorted(self.label_to_cat_id) != list(range(1, num_classes)):
+            raise ConfigError("num_classes", f"label_to_cat_id must map labels 1..{num_classes - 1} "
+                              f"(num_classes counts the background), got {sorted(label_to_cat_id)}")  # fmt: skip
         self.schedule = resolve_schedule(
-            schedule,
+            hp["schedule"],
             total_batch_size,
-            base_lr=base_lr,
-            max_steps=max_steps,
-            warmup_iters=warmup_iters,
-            warmup_factor=warmup_factor,
-            warmup_floor=warmup_floor,
-            lr_schedule=lr_schedule,
+            base_lr=hp["base_lr"],
+            max_steps=hp["max_steps"],
+            warmup_iters=hp["warmup_iters"],
+            warmup_factor=hp["warmup_factor"],
+            warmup_floor=hp["warmup_floor"],
+            lr_schedule=hp["lr_schedule"],
         )
+        model_keys = ("depth", "gn_groups", "box_head", "trainable_backbone_layers")
         self.model = build_maskrcnn(
-            num_classes=num_classes + 1,
-            depth=depth,
-            gn_groups=gn_groups,
-            box_head=box_head,
-            trainable_backbone_layers=trainable_backbone_layers,
-            input_format=input_format,
-            stride_in_1x1=stride_in_1x1,
-            norm=norm,
-            backbone_norm=self.norms["backbone"],
-            fpn_norm=self.norms["fpn"],
-            box_head_norm=self.norms["box_head"],
-            mask_head_norm=self.norms["mask_head"],
-            **(model_kwargs or {}),
+            num_classes=num_classes,
+            **{k: hp[k] for k in model_keys},
+            input_format=hp["input_format"] or "rgb",
+            stride_in_1x1=bool(hp["stride_in_1x1"]),
+            norm=hp["norm"],
+            **{f"{c}_norm": name for c, name in self.norms.items()},
+            **hp["model_kwargs"],
         )
+        self.run_config: dict | None = None
         self.output_dir: str | Path | None = None
         self.last_metrics: dict | None = None
         self._val_results: dict[str, list] = {"bbox": [], "segm": []}
         self._val_unreadable: list[dict] = []  # {"image_id"} of images that did not decode
+
+    @staticmethod
+    def upgrade_hparams(hparams: dict) -> dict:
+        """Saved hyperparameters in today's form: before 0.2, ``num_classes`` left out the
+        background (then it equals the number of labels in ``label_to_cat_id``)."""
+        hp = dict(hparams)
+        if hp.get("num_classes") == len(hp.get("label_to_cat_id", ())):
+            hp["num_classes"] += 1
+        return hp
+
+    @classmethod
+    def from_hparams(cls, hparams: dict) -> DetnormModule:
+        """A fresh module from saved hyperparameters (of any detnorm version; keys this
+        version does not know are left out)."""
+        hp = cls.upgrade_hparams(hparams)
+        known = ("num_classes", "label_to_cat_id", "category_names", "total_batch_size",
+                 *MODULE_KEYS)  # fmt: skip
+        return cls(**{k: hp[k] for k in known if k in hp})
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``, for checkpoints of any detnorm version. The
+        file is read with ``weights_only=True`` (tensors and plain values) unless the caller
+        passes ``weights_only=False``."""
+        if "num_classes" not in kwargs:
+            from detnorm.weights.safe_load import torch_load
+
+            saved = torch_load(checkpoint_path, trust=kwargs.get("weights_only") is False)
+            hp = saved.get(cls.CHECKPOINT_HYPER_PARAMS_KEY, {})
+            kwargs["num_classes"] = cls.upgrade_hparams(hp).get("num_classes")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["detnorm_config"] = self.run_config
 
     # ----------------------------------------------------------------- training
     def forward(self, images, targets=None):

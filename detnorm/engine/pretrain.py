@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,12 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from detnorm.engine.callbacks import AtomicCheckpointIO
+from detnorm.engine.checkpoint_io import AtomicCheckpointIO
 from detnorm.io import atomic_write, write_json_atomic
-from detnorm.layers.norm import NORM_NAMES, param_groups
 from detnorm.modeling.backbone import DEPTHS, build_resnet
+from detnorm.solver.param_groups import param_groups
 
-__all__ = ["PretrainModule", "ShapeClassification", "build_classifier", "main", "pretrain"]
+__all__ = ["PretrainModule", "ShapeClassification", "build_classifier", "pretrain"]
 
 _MEAN = (
     0.485,
@@ -242,52 +241,5 @@ def pretrain(args: argparse.Namespace) -> dict:
             "lr": lr, "steps": int(trainer.global_step), "train_seconds": round(seconds, 1),
             "top1": module.top1, "seed": args.seed}  # fmt: skip
     write_json_atomic(weights.with_name(weights.name + ".json"), meta, indent=1)
-    print(f"top-1 {module.top1:.2f}% on val ({source}); wrote {weights}")
-    print(f"load it with: tools/train.py --backbone-norm {args.norm} --pretrained {weights}")
+    meta["weights"] = str(weights)
     return meta
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pretrain_backbone.py", description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="DIR", help="ImageFolder root with train/ and val/")
-    src.add_argument("--synthetic", action="store_true", help="single-shape images (6 classes)")
-    p.add_argument(
-        "--no-clutter",
-        action="store_true",
-        help="--synthetic without background clutter or textures (the study's data)",
-    )
-    p.add_argument("--depth", type=int, default=18, choices=sorted(DEPTHS))
-    p.add_argument("--norm", default="gn", choices=[n for n in NORM_NAMES if n != "none"])
-    p.add_argument("--gn-groups", type=int, default=32, help="groups of gn / gn_ws")
-    p.add_argument("--image-size", type=int, default=64, help="training crop side (px)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--base-lr", type=float, default=0.1, help="LR at 256 images (scaled)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--num-train", type=int, default=20000, help="synthetic images per epoch")
-    p.add_argument("--num-val", type=int, default=1200, help="synthetic validation images")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--checkpoint-period", type=int, default=200, help="steps between last.ckpt")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", type=int, default=1, help="> 1: DDP (e.g. GPUs on ImageNet)")
-    p.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    p.add_argument("--output-dir", required=True, help="gets backbone.pth (+ .json), metrics.csv")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for key in ("gn_groups", "image_size", "batch_size", "max_steps", "num_train", "num_val"):
-        if getattr(args, key) < 1:
-            print(f"pretrain_backbone.py: error: --{key.replace('_', '-')} must be >= 1",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    try:
-        pretrain(args)
-    except ValueError as e:
-        print(f"pretrain_backbone.py: error: {e}", file=sys.stderr)
-        return 2
-    return 0

@@ -87,7 +87,7 @@ def choose_output_dir(cfg: dict, default: Path) -> Path:
     if env and not _is_rank_zero():
         return Path(env)
     if cfg.get("overwrite") and cfg.get("resume") is not None:
-        raise ConfigError("--overwrite: cannot be combined with --resume (one replaces the run, "
+        raise ConfigError("overwrite", "cannot be combined with --resume (one replaces the run, "
                           "the other continues it)")  # fmt: skip
     explicit = cfg.get("output_dir") is not None
     out = Path(cfg["output_dir"]) if explicit else Path(default)
@@ -99,7 +99,7 @@ def choose_output_dir(cfg: dict, default: Path) -> Path:
             chosen = out
         elif explicit:
             more = "" if state == "unfinished" else " (with a larger --max-steps)"
-            raise ConfigError(f"--output-dir: {_describe(out, state, step)}; --resume continues "
+            raise ConfigError("output_dir", f"{_describe(out, state, step)}; --resume continues "
                               f"it{more}, --overwrite replaces it")  # fmt: skip
         else:
             k = 2
@@ -202,7 +202,7 @@ class RunLock:
         pid, host = _read_holder(self.path)
         who = f"PID {pid}" if pid is not None else "another process"
         where = f" on {host}" if host not in ("?", socket.gethostname()) else ""
-        raise ConfigError(f"--output-dir: {self.out} is in use by a running training ({who}"
+        raise ConfigError("output_dir", f"{self.out} is in use by a running training ({who}"
                           f"{where}); wait for it to end or choose another --output-dir")  # fmt: skip
 
     def release(self) -> None:
@@ -244,7 +244,7 @@ def check_config_drift(saved_file: Path, resolved: dict, *, force: bool) -> list
         if old_v != new_v:
             diffs.append(f"{key} ({old_v!r} -> {new_v!r})")
     if diffs and not force:
-        raise ConfigError(f"--resume: the config differs from the run's {saved_file} in "
+        raise ConfigError("resume", f"the config differs from the run's {saved_file} in "
                           f"{', '.join(diffs)}; resume with the run's options, or pass "
                           f"--force-resume to resume anyway")  # fmt: skip
     return diffs

@@ -1,4 +1,4 @@
-"""Trainer options that ``detnorm.cli.train.run_training`` resolves before building the Trainer:
+"""Trainer options that ``detnorm.engine.run.run_training`` resolves before building the Trainer:
 gradient accumulation, ``--max-epochs``, early stopping, ``--max-detections``, and the lines the
 run prints about them.
 

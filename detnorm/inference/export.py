@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detnorm.io import atomic_write
-from detnorm.layers.norm import WSConv2d, _replace_modules
+from detnorm.layers.replace import replace_modules as _replace_modules
 from detnorm.layers.sync_bn import SyncBatchNorm
+from detnorm.layers.ws_conv import WSConv2d
 from detnorm.modeling.input_transform import INPUT_FORMATS
 
 __all__ = [

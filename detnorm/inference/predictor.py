@@ -21,7 +21,6 @@ equals the training-time evaluation, which runs one image per batch.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from torch import Tensor
 
 from detnorm.data.image_io import read_image, to_rgb_uint8
 from detnorm.data.transforms import image_to_tensor
-from detnorm.evaluation.coco_eval import MASK_THRESHOLD, predictions_to_coco
+from detnorm.evaluation.results import MASK_THRESHOLD, predictions_to_coco
 
 __all__ = ["Prediction", "Predictor", "load_detnorm_checkpoint", "to_image_tensor"]
 
@@ -141,9 +140,8 @@ def load_detnorm_checkpoint(path: str | os.PathLike, *, trust: bool = False):
             f"{path}: a {fmt} file, not a detnorm checkpoint (tools/train.py writes those); "
             "load other weights with detnorm.weights.load.load_weights"
         )
-    accepted = inspect.signature(DetnormModule.__init__).parameters
     try:
-        module = DetnormModule(**{k: v for k, v in hparams.items() if k in accepted})
+        module = DetnormModule.from_hparams(hparams)
         module.model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0]

@@ -1,11 +1,12 @@
 """The norm vocabulary: the only place where norm names become modules.
 
 Every component of the model (backbone, FPN, box head, mask head) takes a norm *name*
-from :data:`NORM_NAMES`. :func:`norm_layer` turns the name into a picklable callable
-``num_channels -> nn.Module`` (or ``None`` for ``"none"``), and
-:func:`finalize_component` applies the norm's rule for convolutions (weight
-standardization for ``gn_ws``) to a built component. Model code calls these two
-functions and never branches on a name.
+from :data:`NORM_NAMES` and is built in one step by :func:`build_with_norm`: the component's
+builder receives the norm layer (a picklable callable ``num_channels -> nn.Module``, or ``None``
+for ``"none"``) and the norm's rule for convolutions (weight standardization for ``gn_ws``) is
+applied to what it returns. No call site can forget the rule, and model code never branches on a
+name. :func:`norm_layer` alone gives the layer without the rule (for inspection, e.g. of group
+counts).
 
 Names:
 
@@ -19,36 +20,39 @@ ln         GroupNorm with 1 group: LayerNorm over (C, H, W)
 in         GroupNorm with C groups: affine InstanceNorm
 gn_ws      GroupNorm plus weight-standardized convolutions in that component
 ========== ===============================================================
+
+Errors are :class:`detnorm.errors.ConfigError` with the config key at fault: ``"gn_groups"`` for
+a group count that is not a positive integer or does not divide a width, the caller's key
+(``"norm"`` by default, ``"fpn_norm"``, ...) for an unknown name.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detnorm.errors import ConfigError, check_int
+from detnorm.layers import ws_conv
+from detnorm.layers.replace import replace_modules
 from detnorm.layers.sync_bn import SyncBatchNorm
 
 __all__ = [
     "NORM_NAMES",
     "FrozenBatchNorm2d",
     "SyncBatchNorm",
-    "WSConv2d",
     "batchnorm_modules",
+    "build_with_norm",
     "convert_frozen_bn",
     "convert_sync_bn",
-    "convert_ws_conv",
     "default_for_component",
     "describe_norm",
-    "finalize_component",
     "is_norm_module",
     "norm_layer",
-    "param_groups",
     "uses_batch_stats",
     "validate_norm",
 ]
@@ -59,12 +63,10 @@ GN_EPS = 1e-5
 NormLayer = Callable[[int], nn.Module]
 
 
-def validate_norm(name: str, option: str = "norm") -> str:
-    """Return ``name`` if it is a known norm, else raise ``ValueError`` naming ``option``."""
+def validate_norm(name: str, key: str = "norm") -> str:
+    """Return ``name`` if it is a known norm, else raise ``ConfigError`` with ``key``."""
     if name not in NORM_NAMES:
-        raise ValueError(
-            f"{option}: unknown norm {name!r}; valid names are {', '.join(NORM_NAMES)}"
-        )
+        raise ConfigError(key, f"unknown norm {name!r}; valid names are {', '.join(NORM_NAMES)}")
     return name
 
 
@@ -74,17 +76,19 @@ def _group_norm(
     """``nn.GroupNorm`` over ``num_channels``; exactly one of the two group sizes is set."""
     if channels_per_group is not None:
         if num_channels % channels_per_group:
-            raise ValueError(
-                f"GroupNorm: {num_channels} channels are not divisible by "
-                f"{channels_per_group} channels per group"
+            raise ConfigError(
+                "channels_per_group",
+                f"{num_channels} channels are not divisible by {channels_per_group} channels "
+                "per group; choose a size that divides every channel width",
             )
         groups = num_channels // channels_per_group
     elif groups is None:  # instance norm: one group per channel
         groups = num_channels
     if num_channels % groups:
-        raise ValueError(
-            f"GroupNorm: {num_channels} channels are not divisible by {groups} groups; "
-            "choose a group count that divides every channel width (e.g. 32, 16, 8, 1)"
+        raise ConfigError(
+            "gn_groups",
+            f"{num_channels} channels are not divisible by {groups} groups; "
+            "choose a group count that divides every channel width (e.g. 32, 16, 8, 1)",
         )
     return nn.GroupNorm(groups, num_channels, eps=GN_EPS)
 
@@ -95,14 +99,15 @@ def norm_layer(
     """Callable ``num_channels -> nn.Module`` for the norm ``name``, or ``None`` for ``"none"``.
 
     ``groups`` (default 32) and ``channels_per_group`` apply to ``gn`` and ``gn_ws``;
-    ``channels_per_group`` wins when given. The callable raises ``ValueError`` when the
-    channel count is not divisible. The result is a ``functools.partial`` (or a class),
-    so models built with it pickle.
+    ``channels_per_group`` wins when given. The callable raises ``ConfigError`` (key
+    ``"gn_groups"``) when the channel count is not divisible. The result is a
+    ``functools.partial`` (or a class), so models built with it pickle. This is the layer only:
+    build components with :func:`build_with_norm`, which also applies the norm's conv rule.
     """
     validate_norm(name)
-    for label, value in (("groups", groups), ("channels_per_group", channels_per_group)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    check_int("gn_groups", groups, 1)
+    if channels_per_group is not None:
+        check_int("channels_per_group", channels_per_group, 1)
     if name == "none":
         return None
     if name == "bn":
@@ -117,6 +122,30 @@ def norm_layer(
         return functools.partial(_group_norm, groups=None, channels_per_group=None)
     # gn and gn_ws
     return functools.partial(_group_norm, groups=groups, channels_per_group=channels_per_group)
+
+
+# The rule for a component's convolutions, by norm; norms not listed leave them alone.
+_CONV_RULES: dict[str, Callable[[nn.Module], nn.Module]] = {"gn_ws": ws_conv.convert_ws_conv}
+
+
+def build_with_norm(
+    name: str,
+    build: Callable[[NormLayer | None], nn.Module],
+    *,
+    groups: int = 32,
+    channels_per_group: int | None = None,
+) -> nn.Module:
+    """Build one component with norm ``name``: ``build(norm_layer(name, ...))``, then its conv rule.
+
+    ``build`` receives the norm layer (``None`` for ``"none"``) and returns the component; a
+    ``functools.partial`` of a keyword-only builder keeps call sites declarative. The norm's rule
+    for convolutions is applied to the result (``gn_ws``: every ``nn.Conv2d`` becomes a
+    weight-standardized :class:`~detnorm.layers.ws_conv.WSConv2d`), so a component never has a
+    norm without its rule. Raises ``ConfigError`` as :func:`norm_layer` does.
+    """
+    module = build(norm_layer(name, groups=groups, channels_per_group=channels_per_group))
+    rule = _CONV_RULES.get(name)
+    return rule(module) if rule is not None else module
 
 
 # Norms with nothing to learn: they need statistics from pretraining, which only the backbone has.
@@ -151,83 +180,6 @@ def uses_batch_stats(name: str) -> bool:
     return validate_norm(name) in ("bn", "sync_bn")
 
 
-class WSConv2d(nn.Conv2d):
-    """Conv2d with weight standardization (Qiao et al., 2019).
-
-    Each output filter ``w[o]`` (shape ``(C_in/groups, kH, kW)``) is standardized to zero
-    mean and unit variance before the convolution: ``(w - mean) / sqrt(var + eps)``.
-    Parameters and state_dict keys are those of ``nn.Conv2d``.
-    """
-
-    ws_eps = 1e-5
-
-    def standardized_weight(self) -> torch.Tensor:
-        w = self.weight
-        flat = w.flatten(1)
-        mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-        var = flat.var(dim=1, unbiased=False).view(-1, 1, 1, 1)
-        return (w - mean) / torch.sqrt(var + self.ws_eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x,
-            self.standardized_weight(),
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
-
-
-def _replace_modules(
-    module: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]
-) -> nn.Module:
-    """Replace every submodule for which ``match`` holds by ``make(old)``; return the root."""
-    if match(module):
-        return make(module)
-    for child_name, child in module.named_children():
-        new = _replace_modules(child, match, make)
-        if new is not child:
-            setattr(module, child_name, new)
-    return module
-
-
-def _to_ws_conv(conv: nn.Conv2d) -> WSConv2d:
-    new = WSConv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-    new.load_state_dict(conv.state_dict())
-    new.weight.requires_grad_(conv.weight.requires_grad)
-    return new
-
-
-def _is_plain_conv(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d
-
-
-def convert_ws_conv(module: nn.Module) -> nn.Module:
-    """Turn every ``nn.Conv2d`` in ``module`` into a :class:`WSConv2d` with the same weights."""
-    return _replace_modules(module, _is_plain_conv, _to_ws_conv)
-
-
-_CONV_RULES: dict[str, Callable[[nn.Module], nn.Module]] = {"gn_ws": convert_ws_conv}
-
-
-def finalize_component(module: nn.Module, name: str) -> nn.Module:
-    """Apply the conv rule of norm ``name`` to a component built with :func:`norm_layer`."""
-    rule = _CONV_RULES.get(validate_norm(name))
-    return rule(module) if rule is not None else module
-
-
 def _to_frozen(bn: _BatchNorm) -> FrozenBatchNorm2d:
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
     with torch.no_grad():
@@ -250,7 +202,7 @@ def _is_plain_bn(module: nn.Module) -> bool:
 
 def convert_frozen_bn(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm (bn or sync_bn) in ``module`` by FrozenBN with its statistics."""
-    return _replace_modules(module, _is_batchnorm, _to_frozen)
+    return replace_modules(module, _is_batchnorm, _to_frozen)
 
 
 def convert_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
@@ -259,7 +211,7 @@ def convert_sync_bn(module: nn.Module, process_group=None) -> nn.Module:
     Unlike ``Trainer(sync_batchnorm=True)`` this touches only the tree it is given, so a
     caller can convert one component and leave the others alone.
     """
-    return _replace_modules(
+    return replace_modules(
         module,
         _is_plain_bn,
         functools.partial(SyncBatchNorm.from_batchnorm, process_group=process_group),
@@ -274,34 +226,3 @@ def is_norm_module(module: nn.Module) -> bool:
 def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
     """BN modules that update running statistics in training (bn and sync_bn): PreciseBN's set."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def _norm_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    for module in model.modules():
-        if is_norm_module(module):
-            yield from module.parameters(recurse=False)
-
-
-def param_groups(
-    model: nn.Module, *, weight_decay: float, norm_weight_decay: float = 0.0
-) -> list[dict]:
-    """Optimizer parameter groups: norm parameters get ``norm_weight_decay`` (0 by default).
-
-    Every trainable parameter appears exactly once (shared parameters are counted once);
-    frozen parameters (``requires_grad=False``) are left out. Groups carry a ``"name"`` key
-    (``"default"`` or ``"norm"``) and empty groups are dropped.
-    """
-    norm_ids = {id(p) for p in _norm_parameters(model)}
-    seen: set[int] = set()
-    default: list[nn.Parameter] = []
-    norm: list[nn.Parameter] = []
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (norm if id(p) in norm_ids else default).append(p)
-    groups = [
-        {"name": "default", "params": default, "weight_decay": weight_decay},
-        {"name": "norm", "params": norm, "weight_decay": norm_weight_decay},
-    ]
-    return [g for g in groups if g["params"]]

@@ -1,34 +1,41 @@
-"""The ResNet body and FPN of :func:`detnorm.modeling.maskrcnn.build_maskrcnn`, with any norm.
+"""The ResNet body of :func:`detnorm.modeling.maskrcnn.build_maskrcnn`, with any norm.
 
-Norm names become layers only through :func:`detnorm.layers.norm.norm_layer`. A ResNet without a norm
-gets conv biases; frozen stages get FrozenBN (frozen is a layer, not a mode). The stride
-helpers move each stage's stride between the 1x1 and the 3x3 conv (MSRA vs torchvision ResNets).
+The body is one component built by :func:`detnorm.layers.norm.build_with_norm` (so ``gn_ws``
+also standardizes its convolutions). A ResNet without a norm gets conv biases. :func:`freeze`
+is the one freeze of the model: frozen stages stop training and their BN becomes FrozenBN
+(frozen is a layer, not a mode). The stride helpers move each stage's stride between the 1x1
+and the 3x3 conv (MSRA vs torchvision ResNets).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import torch
 from torch import nn
 from torchvision.models import resnet
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from detnorm.layers.norm import convert_frozen_bn, finalize_component, norm_layer
+from detnorm.errors import ConfigError, check_int
+from detnorm.layers.norm import NormLayer, build_with_norm, convert_frozen_bn
 
 __all__ = [
     "DEPTHS",
+    "STAGES",
     "build_resnet",
-    "fpn_backbone",
-    "freeze_stage_norms",
+    "freeze",
     "get_stride_in_1x1",
     "set_stride_in_1x1",
 ]
 
 DEPTHS = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50, 101: resnet.resnet101}
-# Stages from the top, as torchvision counts trainable layers; the stem (conv1 + bn1) is last.
-_STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")
+# Stages from the top, as torchvision counts trainable layers, with the modules each one holds.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("layer4", ("layer4",)),
+    ("layer3", ("layer3",)),
+    ("layer2", ("layer2",)),
+    ("layer1", ("layer1",)),
+    ("stem", ("conv1", "bn1")),
+)
 
 
 def _bottleneck_stage_heads(module: nn.Module) -> list[resnet.Bottleneck]:
@@ -48,7 +55,7 @@ def set_stride_in_1x1(module: nn.Module, enabled: bool) -> bool:
     """
     heads = _bottleneck_stage_heads(module)
     if enabled and not heads:
-        raise ValueError("stride_in_1x1 applies to bottleneck ResNets (depth 50 or 101)")
+        raise ConfigError("stride_in_1x1", "applies to bottleneck ResNets (depth 50 or 101)")
     changed = False
     for block in heads:
         stride = block.downsample[0].stride
@@ -70,40 +77,45 @@ def _add_conv_bias(module: nn.Module) -> None:
             m.bias = nn.Parameter(torch.zeros(m.out_channels, dtype=m.weight.dtype))
 
 
-def build_resnet(depth: int, name: str, groups: int, stride_in_1x1: bool) -> resnet.ResNet:
-    """Random-init torchvision ResNet of ``depth`` with norm ``name`` (no norm: Identity + bias)."""
-    layer = norm_layer(name, groups=groups)
-    body = DEPTHS[depth](weights=None, norm_layer=layer if layer is not None else nn.Identity)
-    if layer is None:
+def _resnet(norm_layer: NormLayer | None, *, depth: int, stride_in_1x1: bool) -> resnet.ResNet:
+    body = DEPTHS[depth](
+        weights=None, norm_layer=norm_layer if norm_layer is not None else nn.Identity
+    )
+    if norm_layer is None:
         _add_conv_bias(body)
     if stride_in_1x1:
         set_stride_in_1x1(body, True)
-    return finalize_component(body, name)
+    return body
 
 
-def freeze_stage_norms(body: nn.Module, trainable_layers: int) -> None:
-    """Frozen stages get FrozenBN instead of BN: frozen is a layer, not a mode."""
-    for stage in _STAGES[trainable_layers:]:
-        names = ("bn1",) if stage == "stem" else (stage,)
-        for name in names:
-            setattr(body, name, convert_frozen_bn(getattr(body, name)))
+def build_resnet(
+    depth: int, norm: str, groups: int = 32, stride_in_1x1: bool = False
+) -> resnet.ResNet:
+    """Random-init torchvision ResNet of ``depth`` with norm ``norm`` (no norm: Identity + bias).
 
-
-def fpn_backbone(body: resnet.ResNet, trainable: int, layer: Any, channels: int) -> BackboneWithFPN:
-    """torchvision's ResNet-FPN (C2-C5 -> P2-P6, same module names), ``channels`` wide.
-
-    The ``trainable`` top stages keep ``requires_grad``, as in torchvision's extractor.
+    Raises ``ConfigError`` with key ``"depth"`` for a depth not in :data:`DEPTHS`.
     """
-    train = ("layer4", "layer3", "layer2", "layer1", "conv1", "bn1")[: trainable + (trainable == 5)]
-    for name, param in body.named_parameters():
-        if not name.startswith(train):
-            param.requires_grad_(False)
-    c2 = body.inplanes // 8  # 64 for 18/34, 256 for 50/101
-    return BackboneWithFPN(
-        body,
-        {f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
-        [c2, c2 * 2, c2 * 4, c2 * 8],
-        channels,
-        extra_blocks=LastLevelMaxPool(),
-        norm_layer=layer,
-    )
+    if depth not in DEPTHS:
+        raise ConfigError("depth", f"must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
+    build = functools.partial(_resnet, depth=depth, stride_in_1x1=stride_in_1x1)
+    return build_with_norm(norm, build, groups=groups)
+
+
+def freeze(body: nn.Module, trainable_layers: int) -> nn.Module:
+    """Freeze all but the ``trainable_layers`` (0-5) top stages of a ResNet ``body``, in place.
+
+    Stages count from the top as torchvision's ``trainable_layers`` does (:data:`STAGES`:
+    layer4, layer3, layer2, layer1, then the stem conv1 + bn1); 5 trains everything, 0 nothing.
+    In a frozen stage every parameter gets ``requires_grad=False`` and every BN (bn or sync_bn)
+    becomes FrozenBN with its statistics: frozen is a layer, not a mode. ``body`` is a
+    ``resnet.ResNet`` or the ``IntermediateLayerGetter`` of a ``BackboneWithFPN`` (same names).
+    Returns ``body``. Raises ``ConfigError`` (key ``"trainable_backbone_layers"``).
+    """
+    check_int("trainable_backbone_layers", trainable_layers, 0, len(STAGES))
+    for _, names in STAGES[trainable_layers:]:
+        for name in names:
+            module = getattr(body, name)
+            for param in module.parameters():
+                param.requires_grad_(False)
+            setattr(body, name, convert_frozen_bn(module))
+    return body

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from detnorm.errors import ConfigError
+
 __all__ = ["INPUT_FORMATS", "DetnormTransform", "set_input_format"]
 
 # name -> (channel order, value scale, mean, std); mean/std are in the model's channel order.
@@ -36,8 +38,9 @@ INPUT_FORMATS: dict[str, tuple[str, float, tuple[float, ...], tuple[float, ...]]
 
 def _check_format(input_format: str) -> str:
     if input_format not in INPUT_FORMATS:
-        raise ValueError(
-            f"input_format: unknown value {input_format!r}; allowed: {', '.join(INPUT_FORMATS)}"
+        raise ConfigError(
+            "input_format",
+            f"unknown value {input_format!r}; allowed: {', '.join(INPUT_FORMATS)}",
         )
     return input_format
 

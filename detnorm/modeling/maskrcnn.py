@@ -1,46 +1,43 @@
 """Mask R-CNN (ResNet-FPN) with its own norm in each of four components.
 
-The components are the ResNet ``backbone`` body and the ``fpn`` (both built in
-:mod:`detnorm.modeling.backbone`), the RoI ``box_head`` and the RoI ``mask_head``. Each takes a name from :data:`detnorm.layers.norm.NORM_NAMES`; this module turns
-names into layers only through :func:`detnorm.layers.norm.norm_layer` and
-:func:`detnorm.layers.norm.finalize_component`, so it never branches on a name. The RPN head has no
-norm. A convolution followed by a norm has no bias; one without a norm keeps its bias.
+The components are the ResNet ``backbone`` body (:mod:`detnorm.modeling.backbone`), the ``fpn``
+(:mod:`detnorm.modeling.fpn`), the RoI ``box_head`` and the RoI ``mask_head``
+(:mod:`detnorm.modeling.heads`). Each takes a name from :data:`detnorm.layers.norm.NORM_NAMES`
+and is built by :func:`detnorm.layers.norm.build_with_norm`, which also applies the norm's conv
+rule, so model code never branches on a name. The RPN head has no norm. A convolution followed
+by a norm has no bias; one without a norm keeps its bias.
 
 Layouts that match torchvision checkpoints key for key (see :data:`TORCHVISION_LAYOUTS`):
 
 * ``maskrcnn_resnet50_fpn`` (COCO_V1): the default, ``norm="frozen_bn"`` (FrozenBN backbone, no
   FPN or head norm, 2fc head; same as ``norm="none", backbone_norm="frozen_bn"``);
 * ``maskrcnn_resnet50_fpn_v2``: ``norm="bn", rpn_conv_depth=2`` (4conv1fc head).
+
+Bad arguments raise :class:`detnorm.errors.ConfigError` with the config key at fault
+(``"depth"``, ``"fpn_norm"``, ``"gn_groups"``, ``"box_head"``, ``"model_kwargs.anchor_sizes"``,
+...).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.faster_rcnn import (
-    FastRCNNConvFCHead,
-    FastRCNNPredictor,
-    TwoMLPHead,
-)
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
 
-from detnorm.layers.norm import (
-    default_for_component,
-    finalize_component,
-    norm_layer,
-    validate_norm,
-)
+from detnorm.errors import ConfigError, check_int
+from detnorm.layers.norm import default_for_component, validate_norm
 from detnorm.modeling.backbone import (
     DEPTHS,
     build_resnet,
-    fpn_backbone,
-    freeze_stage_norms,
+    freeze,
     get_stride_in_1x1,
     set_stride_in_1x1,
 )
+from detnorm.modeling.fpn import FPN_CHANNELS, fpn_backbone
+from detnorm.modeling.heads import BOX_HEADS, build_box_head, build_mask_head, resolve_box_head
 from detnorm.modeling.input_transform import DetnormTransform
 
 __all__ = [
@@ -55,9 +52,9 @@ __all__ = [
 ]
 
 COMPONENTS = ("backbone", "fpn", "box_head", "mask_head")
-BOX_HEADS = ("2fc", "4conv1fc")
-FPN_CHANNELS = 256
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)  # torchvision's, for COCO at 800 px
+# Parts of torchvision's MaskRCNN that build_maskrcnn builds itself.
+_BUILT_HERE = ("rpn_head", "box_head", "mask_head", "backbone", "box_predictor", "mask_predictor")
 
 # build_maskrcnn keywords giving the layouts of torchvision's published Mask R-CNN checkpoints.
 TORCHVISION_LAYOUTS: dict[str, dict[str, Any]] = {
@@ -81,7 +78,8 @@ def resolve_norms(
     ``build_maskrcnn(num_classes=...)`` is torchvision's ``maskrcnn_resnet50_fpn`` layout.
 
     Returns ``{"backbone": ..., "fpn": ..., "box_head": ..., "mask_head": ...}``; raises
-    ``ValueError`` naming the argument when a name is not in ``NORM_NAMES``.
+    ``ConfigError`` with the argument's key (``"norm"``, ``"fpn_norm"``, ...) when a name is not
+    in ``NORM_NAMES``.
     """
     validate_norm(norm, "norm")
     overrides = {
@@ -98,26 +96,20 @@ def resolve_norms(
     }
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if not ok or (high is not None and value > high):
-        allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
-
-
 def _anchor_generator(sizes: Any, generator: AnchorGenerator | None) -> AnchorGenerator:
     """One anchor size per FPN level (P2-P6), aspect ratios 0.5, 1, 2 (torchvision's scheme)."""
+    key = "model_kwargs.anchor_sizes"
     if generator is not None:
         if sizes is not None:
-            raise ValueError("pass anchor_sizes or rpn_anchor_generator, not both")
+            raise ConfigError(key, "pass anchor_sizes or rpn_anchor_generator, not both")
         return generator
     sizes = DEFAULT_ANCHOR_SIZES if sizes is None else sizes
     ok = isinstance(sizes, (list, tuple)) and len(sizes) == len(DEFAULT_ANCHOR_SIZES)
     if not ok or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(
-            f"anchor_sizes must be {len(DEFAULT_ANCHOR_SIZES)} positive integers (pixels, one per "
-            f"FPN level P2-P6), got {sizes!r}"
+        raise ConfigError(
+            key,
+            f"must be {len(DEFAULT_ANCHOR_SIZES)} positive integers (pixels, one per FPN level "
+            f"P2-P6), got {sizes!r}",
         )
     return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
 
@@ -150,18 +142,21 @@ def build_maskrcnn(
             for 18/34, 256..2048 for 50/101); the FPN has ``fpn_channels`` channels and 5
             levels (P2-P6).
         norm: norm of every component unless overridden by ``backbone_norm``, ``fpn_norm``,
-            ``box_head_norm``, ``mask_head_norm`` (see :func:`resolve_norms`). Note the default
-            ``"frozen_bn"`` then also fills the FPN and heads, where it is a fixed affine map;
-            torchvision's layout is ``norm="none", backbone_norm="frozen_bn"``.
+            ``box_head_norm``, ``mask_head_norm`` (see :func:`resolve_norms`). A model-wide
+            ``frozen_bn`` (the default) applies to the backbone only: the FPN and heads, built
+            from scratch with no statistics to freeze, get no norm, which is torchvision's
+            ``maskrcnn_resnet50_fpn`` layout. Name ``fpn_norm="frozen_bn"`` (etc.) to put it there.
         gn_groups: groups for ``gn`` and ``gn_ws``.
         box_head: ``"2fc"`` (torchvision's TwoMLPHead) or ``"4conv1fc"`` (4 3x3 convs with the
             box-head norm, then one 1024-d fc). Default: 4conv1fc when the box head has a norm,
             else 2fc. 2fc with a norm is refused (it has no conv to normalize).
         trainable_backbone_layers: 0-5 stages that train, counted from layer4 down to the stem;
             ``None`` means 5 (all). Frozen stages have ``requires_grad=False`` and their BN
-            becomes FrozenBN. Pass 3 when fine-tuning from ImageNet weights.
+            becomes FrozenBN (:func:`detnorm.modeling.backbone.freeze`). Pass 3 when
+            fine-tuning from ImageNet weights.
         input_format: ``"rgb"`` (torchvision weights) or ``"caffe2"`` (Detectron weights); see
-            :mod:`detnorm.modeling.input_transform`. ``load_weights`` switches it to what the weights expect.
+            :mod:`detnorm.modeling.input_transform`. ``load_weights`` switches it to what the
+            weights expect.
         stride_in_1x1: stride in the first 1x1 conv of each stage (MSRA's Caffe2 BN* weights);
             bottleneck depths only.
         rpn_conv_depth: 3x3 convs in the RPN head: 1 as in ``maskrcnn_resnet50_fpn``, 2 as in
@@ -185,32 +180,30 @@ def build_maskrcnn(
         ``images`` (list of ``(3, H, W)`` float RGB in [0, 1], already resized) and ``targets``
         (``boxes`` ``(N, 4)`` xyxy absolute pixels, ``labels`` ``(N,)`` int64 in 1..K,
         ``masks`` ``(N, H, W)`` uint8) and returns a dict of losses.
+
+    Raises:
+        ConfigError: with the config key at fault (``fpn_channels``, ``box_fc_dim``,
+        ``anchor_sizes``, ``rpn_conv_depth`` and the torchvision keywords are
+        ``model_kwargs.<name>``).
     """
     norms = resolve_norms(norm, backbone_norm, fpn_norm, box_head_norm, mask_head_norm)
-    _check_int("num_classes", num_classes, 2)
+    check_int("num_classes", num_classes, 2)
     if depth not in DEPTHS:
-        raise ValueError(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
+        raise ConfigError("depth", f"must be one of {', '.join(map(str, DEPTHS))}, got {depth!r}")
     trainable = 5 if trainable_backbone_layers is None else trainable_backbone_layers
-    _check_int("trainable_backbone_layers", trainable, 0, 5)
-    _check_int("rpn_conv_depth", rpn_conv_depth, 1)
-    _check_int("gn_groups", gn_groups, 1)
-    _check_int("fpn_channels", fpn_channels, 1)
-    _check_int("box_fc_dim", box_fc_dim, 1)
+    check_int("trainable_backbone_layers", trainable, 0, 5)
+    check_int("model_kwargs.rpn_conv_depth", rpn_conv_depth, 1)
+    check_int("gn_groups", gn_groups, 1)
+    check_int("model_kwargs.fpn_channels", fpn_channels, 1)
+    check_int("model_kwargs.box_fc_dim", box_fc_dim, 1)
     if stride_in_1x1 and depth < 50:
-        raise ValueError(f"stride_in_1x1=True needs depth 50 or 101 (bottlenecks), got {depth}")
-    for key in ("rpn_head", "box_head", "mask_head", "backbone", "box_predictor", "mask_predictor"):
+        raise ConfigError("stride_in_1x1", f"needs depth 50 or 101 (bottlenecks), got {depth}")
+    for key in _BUILT_HERE:
         if key in maskrcnn_kwargs:
-            raise ValueError(f"{key} is built by build_maskrcnn and cannot be passed in")
-    layers = {c: norm_layer(n, groups=gn_groups) for c, n in norms.items()}
-    if box_head is None:
-        box_head = "4conv1fc" if layers["box_head"] is not None else "2fc"
-    if box_head not in BOX_HEADS:
-        raise ValueError(f"box_head must be one of {', '.join(BOX_HEADS)}, got {box_head!r}")
-    if box_head == "2fc" and layers["box_head"] is not None:
-        raise ValueError(
-            f"box_head='2fc' has no convolution to normalize, so box_head_norm="
-            f"{norms['box_head']!r} cannot apply; use box_head='4conv1fc' or box_head_norm='none'"
-        )
+            raise ConfigError(
+                f"model_kwargs.{key}", "is built by build_maskrcnn; it cannot be passed in"
+            )
+    box_head = resolve_box_head(box_head, norms["box_head"])
     transform_kwargs = {
         "min_size": maskrcnn_kwargs.pop("min_size", 800),
         "max_size": maskrcnn_kwargs.pop("max_size", 1333),
@@ -222,28 +215,22 @@ def build_maskrcnn(
     transform = DetnormTransform(**transform_kwargs)
 
     anchors = _anchor_generator(anchor_sizes, maskrcnn_kwargs.pop("rpn_anchor_generator", None))
-    body = build_resnet(depth, norms["backbone"], gn_groups, stride_in_1x1)
-    backbone = fpn_backbone(body, trainable, layers["fpn"], fpn_channels)
-    freeze_stage_norms(backbone.body, trainable)
-    backbone.fpn = finalize_component(backbone.fpn, norms["fpn"])
-
+    # Construction order fixes the random init: body, FPN, RPN head, box head, mask head.
+    body = freeze(build_resnet(depth, norms["backbone"], gn_groups, stride_in_1x1), trainable)
+    backbone = fpn_backbone(body, norm=norms["fpn"], channels=fpn_channels, groups=gn_groups)
     rpn_head = RPNHead(
         fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth
     )
     roi_pool = maskrcnn_kwargs.get("box_roi_pool")
-    res = roi_pool.output_size[0] if roi_pool is not None else 7
-    if box_head == "2fc":
-        head: nn.Module = TwoMLPHead(fpn_channels * res * res, box_fc_dim)
-    else:
-        head = FastRCNNConvFCHead(
-            (fpn_channels, res, res),
-            [fpn_channels] * 4,
-            [box_fc_dim],
-            norm_layer=layers["box_head"],
-        )
-        head = finalize_component(head, norms["box_head"])
-    mask_head = MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1, norm_layer=layers["mask_head"])
-    mask_head = finalize_component(mask_head, norms["mask_head"])
+    head = build_box_head(
+        box_head,
+        norm=norms["box_head"],
+        channels=fpn_channels,
+        resolution=roi_pool.output_size[0] if roi_pool is not None else 7,
+        fc_dim=box_fc_dim,
+        groups=gn_groups,
+    )
+    mask_head = build_mask_head(norm=norms["mask_head"], channels=fpn_channels, groups=gn_groups)
 
     model = MaskRCNN(
         backbone,

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from detnorm.errors import ConfigError, check_int, check_number
+
 __all__ = [
     "REFERENCE_BATCH",
     "SCHEDULES",
@@ -96,24 +98,25 @@ def resolve_schedule(
     (never more than the uncompressed warmup, so ``warmup_iters=0`` still means none).
     ``lr_schedule``: ``"step"`` (the recipe) or ``"cosine"`` (no milestones; the LR follows a
     half cosine from its peak at step 0 to 0 at ``max_steps``, times the same warmup).
-    Raises ``ValueError`` naming the bad argument.
+    Raises ``ConfigError`` with the key of the bad argument (``schedule``, ``lr_schedule``,
+    ``total_batch_size``, ``base_lr``, ``max_steps``, ``warmup_iters``, ``warmup_factor``).
     """
     if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(
-            f"lr_schedule: unknown {lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}"
+        raise ConfigError(
+            "lr_schedule", f"unknown {lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}"
         )
     if schedule not in SCHEDULES:
-        raise ValueError(
-            f"schedule: unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}"
+        raise ConfigError(
+            "schedule", f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}"
         )
-    if not isinstance(total_batch_size, int) or total_batch_size < 1:
-        raise ValueError(f"total_batch_size must be a positive integer, got {total_batch_size!r}")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-    if warmup_iters < 0:
-        raise ValueError(f"warmup_iters must be >= 0, got {warmup_iters!r}")
-    if not 0.0 < warmup_factor <= 1.0:
-        raise ValueError(f"warmup_factor must be in (0, 1], got {warmup_factor!r}")
+    check_int("total_batch_size", total_batch_size, 1)
+    check_number("base_lr", base_lr, strict=True)
+    if max_steps is not None:
+        check_int("max_steps", max_steps, 1)
+    check_int("warmup_iters", warmup_iters, 0)
+    check_number("warmup_factor", warmup_factor, strict=True)
+    if warmup_factor > 1.0:
+        raise ConfigError("warmup_factor", f"must be in (0, 1], got {warmup_factor!r}")
     total, steps = SCHEDULES[schedule]
     scale = REFERENCE_BATCH / total_batch_size
     total_scaled = max(1, round(total * scale))

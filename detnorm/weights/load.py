@@ -21,34 +21,27 @@ detnorm Lightning ``.ckpt``       the whole model                      the layou
 ================================ ==================================== ==========================
 
 Sources (files, URLs, the aliases ``imagenet``/``coco``/``coco_v2``) are resolved and read
-by :mod:`detnorm.weights.safe_load`. Every load compares keys and shapes first and, when ``strict`` (the default), raises
-:class:`WeightsError` naming the file and listing missing, unexpected and mis-shaped keys
-before changing anything. A load also sets what the weights expect: input format
+by :mod:`detnorm.weights.safe_load`. Weights whose norm layers cannot fit the backbone are
+refused first (:mod:`detnorm.weights.norm_checks`). Every load compares keys and shapes and,
+when ``strict`` (the default), raises :class:`WeightsError` naming the file and listing
+missing, unexpected and mis-shaped keys before changing anything. A load also sets what the weights expect: input format
 (``caffe2`` for Detectron files, ``rgb`` for torchvision files) and where the stride sits.
-Mask R-CNN checkpoints with another class count get fresh class-specific predictor layers.
+Mask R-CNN checkpoints with another class count get fresh class-specific predictor layers
+(:mod:`detnorm.weights.torchvision`, which also renames the keys of old torchvision files).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 from torchvision.models import resnet
 
-from detnorm.layers.norm import (
-    FrozenBatchNorm2d,
-    WSConv2d,
-    describe_norm,
-    is_norm_module,
-    norm_layer,
-)
 from detnorm.modeling.backbone import get_stride_in_1x1, set_stride_in_1x1
 from detnorm.modeling.input_transform import set_input_format
 from detnorm.weights import caffe2
+from detnorm.weights.norm_checks import pretrain_meta, require_backbone, require_group_norm
 from detnorm.weights.safe_load import (
     FORMATS,
     WEIGHT_ALIASES,
@@ -56,6 +49,12 @@ from detnorm.weights.safe_load import (
     detect_format,
     read_weights,
     resolve_source,
+)
+from detnorm.weights.torchvision import (
+    drop_mismatched_class_layers,
+    match_coco_v1_eps,
+    reinit_class_layers,
+    upgrade_legacy_keys,
 )
 
 __all__ = [
@@ -67,10 +66,6 @@ __all__ = [
     "load_weights",
     "model_depth",
 ]
-
-_CLASS_LAYERS = ("roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred",
-                 "roi_heads.mask_predictor.mask_fcn_logits")  # fmt: skip
-_BN_LIKE = (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)
 
 
 @dataclass
@@ -115,88 +110,6 @@ def model_depth(model: nn.Module) -> int:
     ]
 
 
-def _require_backbone(body: nn.Module, path: Path, *, gn: bool) -> None:
-    """Refuse weights whose norm statistics cannot mean anything in this backbone."""
-    norms = [m for m in body.modules() if is_norm_module(m)]
-    kinds = sorted({type(m).__name__ for m in norms}) or ["no norm layers"]
-    ws = any(isinstance(m, WSConv2d) for m in body.modules())
-    if gn and (
-        ws
-        or not norms
-        or not all(isinstance(m, nn.GroupNorm) and m.num_groups == 32 for m in norms)
-    ):
-        raise WeightsError(
-            f"{path}: Detectron GN weights were trained with GroupNorm(32 groups) and plain convs, "
-            f"but the backbone has {', '.join(kinds)}{' with weight-standardized convs' if ws else ''}; "
-            "build the model with backbone_norm='gn', gn_groups=32"
-        )
-    if not gn and (not norms or not all(isinstance(m, _BN_LIKE) for m in norms)):
-        raise WeightsError(
-            f"{path}: BatchNorm-trained weights cannot initialize a backbone with {', '.join(kinds)}: "
-            "their scales and biases were learned for BN statistics and are meaningless under "
-            "other norms. A GN backbone needs GN-pretrained weights (e.g. Detectron's R-50-GN.pkl) "
-            "or training from scratch (--pretrained none); for these weights use "
-            "backbone_norm frozen_bn, bn or sync_bn"
-        )
-
-
-def _pretrain_meta(path: Path) -> dict:
-    """The sidecar ``<weights>.json`` of ``tools/pretrain_backbone.py`` ({} when absent)."""
-    side = path.with_name(path.name + ".json")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def _require_group_norm(body: nn.Module, path: Path, meta: dict) -> None:
-    """Refuse torchvision-layout weights pretrained with GN/LN/IN (no running statistics)
-    for a backbone without GroupNorm, or, when the sidecar names the norm, with other groups."""
-    norms = [m for m in body.modules() if is_norm_module(m)]
-    kinds = sorted({type(m).__name__ for m in norms}) or ["no norm layers"]
-    trained = meta.get("norm", "a GroupNorm-family norm (gn, ln, in or gn_ws)")
-    if not norms or not all(isinstance(m, nn.GroupNorm) for m in norms):
-        raise WeightsError(
-            f"{path}: these torchvision-layout weights were pretrained with {trained} (their "
-            f"norm layers have no running statistics), but the backbone has {', '.join(kinds)}; "
-            "build the model with the norm they were pretrained with (e.g. --backbone-norm gn) "
-            "or use BatchNorm-pretrained weights for frozen_bn, bn or sync_bn"
-        )
-    if meta.get("norm") in ("gn", "ln", "in", "gn_ws"):
-        groups = int(meta.get("gn_groups", 32))
-        make = norm_layer(meta["norm"], groups=groups)
-        ws = any(isinstance(m, WSConv2d) for m in body.modules())
-        for name, m in body.named_modules():
-            if isinstance(m, nn.GroupNorm) and make(m.num_channels).num_groups != m.num_groups:
-                raise WeightsError(
-                    f"{path}: pretrained with {describe_norm(meta['norm'], groups=groups)}, "
-                    f"but backbone layer {name} has GroupNorm({m.num_groups}, {m.num_channels}); "
-                    "build the backbone with the same norm and --gn-groups"
-                )
-        if ws != (meta["norm"] == "gn_ws"):
-            raise WeightsError(
-                f"{path}: pretrained with {meta['norm']}, but the backbone "
-                f"{'has' if ws else 'has no'} weight-standardized convs; use the same norm"
-            )
-
-
-def _upgrade_legacy_keys(state: dict) -> int:
-    """Rename keys of torchvision < 0.12 checkpoints (RPN conv, mask head) in place."""
-    renames = {
-        "rpn.head.conv.weight": "rpn.head.conv.0.0.weight",
-        "rpn.head.conv.bias": "rpn.head.conv.0.0.bias",
-    }
-    for key in list(state):
-        m = re.fullmatch(r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", key)
-        if m:
-            renames[key] = f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}"
-    moved = [k for k in renames if k in state]
-    for key in moved:
-        state[renames[key]] = state.pop(key)
-    return len(moved)
-
-
 def _compare(target: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:
     """Missing, unexpected, and mis-shaped keys of ``state`` for ``target``.
 
@@ -218,14 +131,6 @@ def _compare(target: nn.Module, state: dict) -> tuple[list[str], list[str], list
         if k in expected and state[k].shape != expected[k].shape
     ]
     return missing, unexpected, mismatched
-
-
-def _reinit_class_layers(model: nn.Module, names: list[str]) -> None:
-    """Detectron2's init for new predictors: N(0, 0.01) scores, N(0, 0.001) boxes/masks, zero bias."""
-    for name in names:
-        layer = model.get_submodule(name)
-        nn.init.normal_(layer.weight, std=0.01 if name.endswith("cls_score") else 0.001)
-        nn.init.zeros_(layer.bias)
 
 
 def load_weights(
@@ -265,27 +170,23 @@ def load_weights(
     input_format, stride = "rgb", False
     if fmt == "torchvision_resnet":
         if any(k.endswith(".running_mean") for k in state):
-            _require_backbone(body, path, gn=False)
+            require_backbone(body, path, gn=False)
         else:  # norm layers without running statistics: a GroupNorm-family pretraining
-            _require_group_norm(body, path, _pretrain_meta(path))
+            require_group_norm(body, path, pretrain_meta(path))
         report.ignored += [k for k in state if k.startswith("fc.")]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     elif fmt == "caffe2":
         kind = caffe2.blob_kind(state)
-        _require_backbone(body, path, gn=kind == "gn")
+        require_backbone(body, path, gn=kind == "gn")
         state, unexpected, skipped = caffe2.caffe2_to_torchvision(state, body)
         report.unexpected += unexpected
         report.ignored += skipped
         input_format, stride = "caffe2", kind == "affine"
     else:
-        if n := _upgrade_legacy_keys(state):
+        if n := upgrade_legacy_keys(state):
             report.notes.append(f"renamed {n} keys of an old torchvision checkpoint")
-        expected = model.state_dict()
-        for name in _CLASS_LAYERS:
-            key = f"{name}.weight"
-            if key in state and key in expected and state[key].shape != expected[key].shape:
-                report.reinitialized.append(name)
-                state = {k: v for k, v in state.items() if not k.startswith(name + ".")}
+        state, dropped = drop_mismatched_class_layers(state, model.state_dict())
+        report.reinitialized += dropped
         if fmt == "detnorm":
             input_format = hparams.get("input_format", model.transform.input_format)
             stride = bool(hparams.get("stride_in_1x1", report.stride_in_1x1))
@@ -303,7 +204,7 @@ def load_weights(
     loadable = {k: v for k, v in state.items() if k in expected and k not in skip}
     target.load_state_dict(loadable, strict=False)
     report.loaded = len(loadable)
-    _reinit_class_layers(model, report.reinitialized)
+    reinit_class_layers(model, report.reinitialized)
     if stride != report.stride_in_1x1:
         try:
             set_stride_in_1x1(body, stride)
@@ -312,10 +213,7 @@ def load_weights(
         except ValueError as e:  # a basic-block ResNet has no 1x1 conv to stride in
             report.notes.append(f"stride not moved: {e}")
     report.stride_in_1x1 = get_stride_in_1x1(body)
-    if fmt == "torchvision_maskrcnn" and path.name.startswith("maskrcnn_resnet50_fpn_coco-"):
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                m.eps = 0.0
+    if fmt == "torchvision_maskrcnn" and match_coco_v1_eps(model, path):
         report.notes.append("FrozenBN eps set to 0, as torchvision does for these COCO_V1 weights")
     set_input_format(model, input_format)
     report.input_format = input_format

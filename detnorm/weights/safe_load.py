@@ -40,7 +40,6 @@ __all__ = [
     "blocked_global",
     "cached_download",
     "detect_format",
-    "load_detnorm_module",
     "read_weights",
     "resolve_source",
     "safe_unpickling",
@@ -259,31 +258,3 @@ def detect_format(path: str | os.PathLike, *, trust: bool = False) -> str:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     return read_weights(path, trust=trust)[0]
-
-
-def load_detnorm_module(path: str | os.PathLike, *, trust: bool = False, map_location="cpu"):
-    """``DetnormModule.load_from_checkpoint(path)`` under :func:`torch_load`'s rules.
-
-    Raises :class:`UnsafeWeightsError` for a file that needs a blocked global (unless
-    ``trust``), and :class:`WeightsError` naming the file for anything else that is not a
-    detnorm checkpoint; never runs code from the file unless ``trust``.
-    """
-    from detnorm.engine.module import DetnormModule
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint file not found: {path}")
-    try:
-        if trust:
-            return DetnormModule.load_from_checkpoint(
-                path, map_location=map_location, weights_only=False
-            )
-        with safe_unpickling(path):
-            return DetnormModule.load_from_checkpoint(
-                path, map_location=map_location, weights_only=True
-            )
-    except WeightsError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torch and Lightning raise many kinds here
-        detail = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(f"{path}: not a detnorm checkpoint ({detail})") from None

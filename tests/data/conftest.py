@@ -1,7 +1,7 @@
 """Fixtures for the data tests."""
 
 import pytest
-from data_helpers import make_coco
+from helpers.data_helpers import make_coco
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from data_helpers import rect_poly
+from helpers.data_helpers import rect_poly
 from PIL import Image
 
 from detnorm.data import image_check

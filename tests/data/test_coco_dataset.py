@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from data_helpers import rect_poly
+from helpers.data_helpers import rect_poly
 from pycocotools import mask as mask_utils
 
 from detnorm.data.annotations import CategoryMap

@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from data_helpers import gt_as_predictions_ap, load_tool, write_image
+from helpers.data_helpers import gt_as_predictions_ap, load_tool, write_image
 from pycocotools.coco import COCO
 
 from detnorm.data.coco import CocoInstanceDataset

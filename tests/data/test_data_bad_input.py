@@ -6,7 +6,7 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from data_helpers import rect_poly, write_image
+from helpers.data_helpers import rect_poly, write_image
 
 from detnorm.data.coco import CocoInstanceDataset
 from detnorm.data.image_check import BadImagesError

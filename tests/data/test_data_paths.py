@@ -1,8 +1,11 @@
 """resolve_data_paths: detnorm layout, COCO 2017 layout, explicit overrides, errors."""
 
+import re
+
 import pytest
 
 from detnorm.data.paths import resolve_data_paths
+from detnorm.errors import ConfigError
 
 
 def _touch(path):
@@ -45,20 +48,52 @@ def test_explicit_paths_without_root(tmp_path):
     assert p["train_ann"] == p["val_ann"] == tmp_path / "t.json"
 
 
+def _config_error(key: str, message: str, call) -> ConfigError:
+    """``call()`` raises ConfigError with ``key``; its message matches ``message`` and does not
+    repeat the key (a front end adds it), and ``str(e)`` is ``"key: message"``."""
+    with pytest.raises(ConfigError) as info:
+        call()
+    e = info.value
+    assert e.key == key and isinstance(e, ValueError)
+    assert re.search(message, e.message) and not e.message.startswith(f"{key}:")
+    assert str(e) == f"{key}: {e.message}"
+    return e
+
+
 def test_errors_name_option_and_path(tmp_path):
-    with pytest.raises(ValueError, match=r"data: .*nope is not a directory"):
-        resolve_data_paths(tmp_path / "nope")
-    with pytest.raises(ValueError, match="neither the detnorm layout"):
-        resolve_data_paths(tmp_path)
+    _config_error(
+        "data", r".*nope is not a directory$", lambda: resolve_data_paths(tmp_path / "nope")
+    )
+    _config_error("data", "neither the detnorm layout", lambda: resolve_data_paths(tmp_path))
     _touch(tmp_path / "annotations" / "train.json")
     (tmp_path / "images").mkdir()
-    with pytest.raises(ValueError, match=r"val_ann: annotation file .*val.json does not exist"):
-        resolve_data_paths(tmp_path)
-    with pytest.raises(ValueError, match=r"val_images: image folder .*missing does not exist"):
-        resolve_data_paths(
+    _config_error(
+        "val_ann",
+        r"^annotation file .*val.json does not exist",
+        lambda: resolve_data_paths(tmp_path),
+    )
+    _config_error(
+        "val_images",
+        r"^image folder .*missing does not exist",
+        lambda: resolve_data_paths(
             tmp_path,
             val_ann=tmp_path / "annotations" / "train.json",
             val_images=tmp_path / "missing",
-        )
-    with pytest.raises(ValueError, match="train_ann: not given"):
-        resolve_data_paths(None)
+        ),
+    )
+    _config_error("train_ann", r"^not given", lambda: resolve_data_paths(None))
+    _config_error(
+        "train_images",
+        r"^not given",
+        lambda: resolve_data_paths(None, train_ann=tmp_path / "annotations" / "train.json"),
+    )
+    _config_error(
+        "val_ann",
+        r"^annotation file .*nope.json does not exist",
+        lambda: resolve_data_paths(tmp_path, val_ann=tmp_path / "nope.json"),
+    )
+    _config_error(
+        "train_images",
+        r"^image folder .*gone does not exist",
+        lambda: resolve_data_paths(tmp_path, train_images=tmp_path / "gone"),
+    )

@@ -1,10 +1,13 @@
 """DetectionDataModule: batch format, split sizes, and mid-epoch resume through Lightning."""
 
+import shutil
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from detnorm.data import DetectionDataModule, generate_dataset
+from detnorm.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +20,7 @@ def tiny_root(tmp_path_factory):
 def test_batches_and_attributes(tiny_root):
     dm = DetectionDataModule(tiny_root, batch_size=2, train_scales=(96,), max_size=120)
     dm.setup("fit")
-    assert dm.num_classes == 6 and len(dm.categories) == 6
+    assert dm.num_classes == 7 and dm.num_categories == 6 and len(dm.categories) == 6
     assert dm.label_to_cat_id == {i: i for i in range(1, 7)}
     assert dm.val_ann_file == tiny_root / "annotations" / "val.json"
     assert len(dm.val_coco.getImgIds()) == 3 and dm.pin_memory == torch.cuda.is_available()
@@ -34,6 +37,34 @@ def test_batches_and_attributes(tiny_root):
         info = dm.val_coco.imgs[t["image_id"]]
         assert img.shape[1:] == (info["height"], info["width"])  # original size
     assert len(dm.test_dataloader().dataset) == 3  # test defaults to val
+
+
+def test_setup_errors_carry_their_option(tiny_root, tmp_path):
+    """setup's contract: a missing path is ConfigError with the option's key; a broken
+    annotation file is a plain ValueError (not ConfigError) naming the file."""
+    ann = tiny_root / "annotations"
+    for kw, key in [
+        ({"data": tmp_path / "nope"}, "data"),
+        ({"data": tmp_path}, "data"),  # no known layout
+        ({"data": tiny_root, "val_ann": tmp_path / "v.json"}, "val_ann"),
+        ({"data": tiny_root, "train_images": tmp_path / "gone"}, "train_images"),
+        ({"train_ann": ann / "train.json"}, "train_images"),  # the others not given
+    ]:
+        data = kw.pop("data", None)
+        with pytest.raises(ConfigError) as e:
+            DetectionDataModule(data, **kw).setup("fit")
+        assert e.value.key == key and not e.value.message.startswith(key)
+    bad = tmp_path / "val.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"val.json is not valid JSON") as e:
+        DetectionDataModule(tiny_root, val_ann=bad).setup("fit")
+    assert not isinstance(e.value, ConfigError)
+    empty = tmp_path / "ds"
+    shutil.copytree(tiny_root / "annotations", empty / "annotations")
+    (empty / "images").mkdir()
+    with pytest.raises(ValueError, match=r"train.json: .*cannot be read") as e:
+        DetectionDataModule(empty).setup("fit")  # image_check.BadImagesError
+    assert not isinstance(e.value, ConfigError)
 
 
 class _Recorder(pl.LightningModule):

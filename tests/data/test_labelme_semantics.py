@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from data_helpers import gt_as_predictions_ap, load_tool, write_image
+from helpers.data_helpers import gt_as_predictions_ap, load_tool, write_image
 from pycocotools import mask as mask_utils
 
 from detnorm.data.coco import CocoInstanceDataset

@@ -1,0 +1,169 @@
+"""The study's manifest: ``configs/study/study.yaml``, its family files, and their cells.
+
+``configs/study/study.yaml`` names the seeds, the training images per cell, the families and
+the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lists cells:
+
+``label``      name in tables and plot legends;
+``x``          position on a line plot's x axis (the batch-size sweep's images per step);
+``config``     detnorm config keys stacked over the family's ``base`` files;
+``pretrain``   name of a backbone from ``study.yaml`` (``--pretrained`` its ``backbone.pth``);
+``multiple``   training length in units of ``images_per_cell`` (3 for the 3x cells);
+``optional``   run by ``run --all`` only with ``--with-optional``;
+``same_as``    another cell whose runs this one reuses (one run, two tables).
+
+A family file also has ``title``, ``base`` (config files under every cell), ``paper`` (the
+published numbers, quoted), ``plot``, ``analysis`` (how the report compares the cells with the
+paper) and ``discussion`` (text the report prints under the measured verdict).
+
+The study is an application that runs from a clone of the repository: ``REPO`` is the folder
+above this package (``reproduction/``), where ``configs/study/`` and ``tools/`` are.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from detnorm.config import DEFAULTS
+
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "load_study"]
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs" / "study"
+_CELL_KEYS = {"label", "x", "config", "pretrain", "multiple", "optional", "same_as"}
+
+
+@dataclass
+class Cell:
+    family: str
+    name: str
+    label: str
+    config: dict = field(default_factory=dict)
+    x: float | None = None
+    pretrain: str | None = None
+    multiple: int = 1
+    optional: bool = False
+    same_as: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.family}/{self.name}"
+
+
+@dataclass
+class Family:
+    name: str
+    title: str
+    path: Path
+    base: list[Path]
+    cells: dict[str, Cell]
+    paper: str = ""
+    plot: dict = field(default_factory=dict)
+    analysis: dict = field(default_factory=dict)
+    discussion: str = ""
+
+
+@dataclass
+class Study:
+    config_dir: Path
+    seeds: list[int]
+    images_per_cell: int
+    families: dict[str, Family]
+    pretrain: dict
+    dataset: dict = field(default_factory=dict)
+    notes: str = ""
+    summary: str = ""
+
+    def data_root(self, root: Path, data: str | None = None) -> str | None:
+        """``data`` when given; else the study's generated dataset (``study.yaml``: ``dataset``,
+        keywords of :func:`detnorm.data.synthetic.generate_dataset`) at ``<root>/data``,
+        generated first when missing or made with other keywords; else None (embedded data)."""
+        if data is not None or not self.dataset:
+            return data
+        from detnorm.data.synthetic import ensure_dataset
+
+        return str(ensure_dataset(Path(root) / "data", **self.dataset))
+
+    def cell(self, cell_id: str) -> Cell:
+        family, _, name = cell_id.partition("/")
+        if family not in self.families or name not in self.families[family].cells:
+            raise ValueError(f"unknown cell {cell_id!r}; cells: {', '.join(self.cell_ids())}")
+        return self.families[family].cells[name]
+
+    def cell_ids(self) -> list[str]:
+        return [c.id for f in self.families.values() for c in f.cells.values()]
+
+    def resolve(self, cell: Cell) -> Cell:
+        """The cell whose runs ``cell`` shows (follows ``same_as``)."""
+        seen = {cell.id}
+        while cell.same_as:
+            cell = self.cell(cell.same_as)
+            if cell.id in seen:
+                raise ValueError(f"same_as forms a cycle at {cell.id}")
+            seen.add(cell.id)
+        return cell
+
+    def runnable(self, *, with_optional: bool = False) -> list[Cell]:
+        """Cells that own runs, in manifest order (``same_as`` cells are run by their target)."""
+        return [c for f in self.families.values() for c in f.cells.values()
+                if not c.same_as and (with_optional or not c.optional)]  # fmt: skip
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a mapping")
+    return data
+
+
+def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None = None) -> Study:
+    """Read ``study.yaml`` and its family files; ``images`` overrides ``images_per_cell``."""
+    config_dir = Path(config_dir)
+    manifest = _read(config_dir / "study.yaml")
+    families = {}
+    for name in manifest.get("families", []):
+        path = config_dir / f"{name}.yaml"
+        data = _read(path)
+        bases = data.get("base", [])
+        cells = {}
+        for cell_name, spec in (data.get("cells") or {}).items():
+            unknown = set(spec) - _CELL_KEYS
+            if unknown:
+                raise ValueError(f"{path}: cell {cell_name}: unknown key {sorted(unknown)[0]!r}; "
+                                 f"allowed: {', '.join(sorted(_CELL_KEYS))}")  # fmt: skip
+            bad = set(spec.get("config") or {}) - set(DEFAULTS)
+            if bad:
+                raise ValueError(f"{path}: cell {cell_name}: unknown config key {sorted(bad)[0]!r}")
+            cells[cell_name] = Cell(family=name, name=str(cell_name),
+                                    label=str(spec.get("label", cell_name)),
+                                    config=dict(spec.get("config") or {}), x=spec.get("x"),
+                                    pretrain=spec.get("pretrain"),
+                                    multiple=int(spec.get("multiple", 1)),
+                                    optional=bool(spec.get("optional", False)),
+                                    same_as=spec.get("same_as"))  # fmt: skip
+        families[name] = Family(name=name, title=str(data.get("title", name)), path=path,
+                                base=[path.parent / b for b in ([bases] if isinstance(bases, str) else bases)],
+                                cells=cells, paper=str(data.get("paper", "")),
+                                plot=dict(data.get("plot") or {}),
+                                analysis=dict(data.get("analysis") or {}),
+                                discussion=str(data.get("discussion", "")))  # fmt: skip
+    study = Study(config_dir=config_dir, seeds=[int(s) for s in manifest.get("seeds", [0, 1, 2])],
+                  images_per_cell=int(images or manifest.get("images_per_cell", 1280)),
+                  families=families, pretrain=dict(manifest.get("pretrain") or {}),
+                  dataset=dict(manifest.get("dataset") or {}),
+                  notes=str(manifest.get("notes", "")),
+                  summary=str(manifest.get("summary", "")))  # fmt: skip
+    backbones = study.pretrain.get("backbones", {})
+    for cell_id in study.cell_ids():
+        cell = study.cell(cell_id)
+        study.resolve(cell)
+        if cell.pretrain and cell.pretrain not in backbones:
+            raise ValueError(f"cell {cell_id}: pretrain {cell.pretrain!r} is not in study.yaml's "
+                             f"pretrain.backbones ({', '.join(backbones)})")  # fmt: skip
+    return study

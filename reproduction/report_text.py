@@ -1,0 +1,201 @@
+"""The text of REPRODUCTION.md around the measured tables (see :mod:`reproduction.report`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import yaml
+
+from reproduction.runner import Study, cell_config
+
+NOT_RUN = "not yet run"
+
+CAVEATS = """\
+Why a small-scale result can differ from the paper's (reasons to weigh, not findings):
+- the data are a few thousand synthetic 128 px images with 6 shape classes in clean scenes, not
+  COCO's 118k images and 80 classes;
+- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for 0.3-0.9 epochs and a few hundred
+  steps, against ResNet-50 at 800 px for 12-37 epochs and 90k-270k steps, so every model here is
+  far from converged and absolute APs are low;
+- every cell sees the same number of images, so a larger batch means fewer steps; in a schedule
+  this short that alone favours small batches for every norm, which is why the batch sweep is
+  read as BN against GN at each batch size rather than as each curve's slope;
+- the "pretrained" backbones learned a 6-class shape task for about 20 CPU-minutes (top-1 above),
+  not ImageNet;
+- GN's 32 groups on 64-channel FPN and head layers leave 2 channels per group, close to IN there;
+- AP differences smaller than the seed-to-seed spread (the ± values) are noise.
+"""
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def _shared(mach: dict) -> str:
+    """A note when the 1-minute load average at the start exceeded the CPU count."""
+    load, cpus = mach.get("loadavg") or [0], mach.get("cpu_count") or 0
+    return ", shared: other processes were running" if cpus and load[0] > cpus else ""
+
+
+def _dataset_text(d: dict) -> str:
+    objects = d.get("objects", (4, 14))
+    return (f"{d.get('num_train', 400)} train / {d.get('num_val', 100)} val images of "
+            f"{d.get('image_size', 256)} px, {objects[0]}-{objects[1]} objects of "
+            f"{d.get('min_object', 6)} px and up, {'cluttered' if d.get('clutter', True) else 'clean'} "
+            f"scenes, generator seed {d.get('seed', 0)}")  # fmt: skip
+
+
+def _model_text(cfg: dict) -> str:
+    mk = cfg.get("model_kwargs", {})
+    return (f"ResNet-{cfg['depth']} FPN Mask R-CNN, FPN and RoI-head convolutions "
+            f"{mk.get('fpn_channels', 256)} wide, {mk.get('box_fc_dim', 1024)}-d box fcs, anchors "
+            f"{mk.get('anchor_sizes', [32, 64, 128, 256, 512])} px, train short side "
+            f"{cfg['train_scales']}, test {cfg['test_size']}")  # fmt: skip
+
+
+def _backbones(root: Path) -> list[str]:
+    """One line per pretrained backbone: its norm and top-1 on its own validation split."""
+    lines = []
+    for path in sorted(Path(root).glob("pretrain/*/backbone.pth.json")):
+        if ".replaced-" in path.parent.name:  # set aside when study.yaml's arguments changed
+            continue
+        meta = json.loads(path.read_text())
+        lines.append(f"- Pretrained `{path.parent.name}` backbone ({meta.get('norm')}, "
+                     f"{meta.get('steps')} steps, {meta.get('train_seconds', 0):.0f} s): top-1 "
+                     f"{meta.get('top1', float('nan')):.1f} % (chance {100 / len(meta.get('classes', [0] * 6)):.1f} %) "
+                     f"on the val split of {meta.get('data')}.")  # fmt: skip
+    return lines
+
+
+def _plan(study: Study, root: Path, results) -> str:
+    runnable = study.runnable()
+    runs = len(runnable) * len(study.seeds)
+    cfg = cell_config(study, runnable[0])
+    n_train = study.dataset.get("num_train", 400)
+    data = (f"the study's generated dataset ({_dataset_text(study.dataset)})" if study.dataset
+            else "the embedded dataset")  # fmt: skip
+    lines = [
+        "## Plan and cost",
+        "",
+        f"- Cells: {len(runnable)} that own runs (plus {len(study.cell_ids()) - len(study.runnable(with_optional=True))} "
+        f"that reuse another cell's runs, and {len(study.runnable(with_optional=True)) - len(runnable)} optional), "
+        f"seeds {', '.join(map(str, study.seeds))}: {runs} training runs.",
+        f"- Data: {data}.",
+        f"- Every 1x cell sees {study.images_per_cell} training images "
+        f"({study.images_per_cell / n_train:.2f} epochs of the {n_train} training images); "
+        f"steps = images / images per step, LR = {cfg.get('base_lr', 0.02):g} × images per step / "
+        "16, so the batch-size sweep compares equal epochs. 3x cells see three times the images "
+        "with the 3x milestones.",
+        f"- Model: {_model_text(cfg)}.",
+        "- Configs: `configs/study/` (`study.yaml`, one file per experiment, `base.yaml`).",
+        "- Whole study: `.venv/bin/python tools/study.py run --all --jobs 2 && .venv/bin/python "
+        "tools/study.py report` (resumable: finished runs are skipped; `--jobs 2` runs two cells at "
+        "a time with one thread each; on a machine shared with other jobs, set `--threads 1` or "
+        "`OMP_NUM_THREADS=1`, since oversubscribed threads slow training several-fold). One cell: "
+        "`.venv/bin/python tools/study.py run --cell batch_sweep/gn_b2 --seed 0`. "
+        "Time per cell from a timing probe: `tools/study.py estimate --jobs 2`.",
+        *_backbones(root),
+        "",
+    ]
+    if study.notes.strip():
+        lines += ["**How the committed runs were made.** " + " ".join(study.notes.split()), ""]
+    timed = [(cid, r) for cid, r in results.items() if r.seconds and not study.cell(cid).same_as]
+    if timed:
+        lines += ["Measured wall time of finished runs (includes start-up and the final COCO evaluation):", "",
+                  "| cell | runs | s/run | machine (CPUs, load average at start) |", "|---|---:|---:|---|"]  # fmt: skip
+        for cid, r in timed:
+            m = r.machines[0] if r.machines else {}
+            lines.append(f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | "
+                         f"{m.get('cpu_count', '?')} CPUs, {m.get('processor', '?')}, load {m.get('loadavg', '?')}{_shared(m)} |")  # fmt: skip
+        total = sum(sum(r.seconds) for _, r in timed)
+        pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
+                  for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
+        lines += ["", f"Total: {sum(len(r.seconds) for _, r in timed)} runs took {total / 60:.0f} "
+                  f"process-minutes, plus {pre / 60:.0f} of pretraining; two processes of one "
+                  f"thread each at a time make that about {(total + pre) / 120:.0f} minutes of wall "
+                  "time on 2 cores."]  # fmt: skip
+        lines.append("")
+    calib = sorted(root.glob("_calibration/*/*/seed*/study.json"))
+    if calib:
+        lines += ["Calibration runs (one real cell at a given images_per_cell, kept apart from the "
+                  "study's runs; wall time includes start-up and the final COCO evaluation):", "",
+                  "| cell | steps × images/step | s/run | box / mask AP | threads | machine (load average at start) |",
+                  "|---|---|---:|---|---:|---|"]  # fmt: skip
+        for path in calib:
+            rec, d = json.loads(path.read_text()), path.parent
+            m = (
+                json.loads((d / "metrics.json").read_text())
+                if (d / "metrics.json").is_file()
+                else {}
+            )
+            cfg = (
+                yaml.safe_load((d / "config.yaml").read_text())
+                if (d / "config.yaml").is_file()
+                else {}
+            )
+            mach = rec.get("machine", {})
+            ap = f"{m['bbox']['AP']:.1f} / {m['segm']['AP']:.1f}" if m else "-"
+            lines.append(f"| {rec.get('cell')} | {cfg.get('max_steps')} × {cfg.get('total_batch_size')} | "
+                         f"{rec.get('seconds', 0):.0f} | {ap} | {mach.get('omp_num_threads') or 'default'} | "
+                         f"{mach.get('cpu_count')} CPUs ({mach.get('processor')}), load {mach.get('loadavg')}"
+                         f"{_shared(mach)} |")  # fmt: skip
+        lines.append("")
+    est = root / "estimate.json"
+    if est.is_file():
+        e = json.loads(est.read_text())
+        p = e["probe"]
+        lines += [
+            f"Timing probe (`tools/study.py estimate`, {p.get('date', '?')}, {p['machine'].get('cpu_count')} CPUs, "
+            f"load average {p['machine'].get('loadavg')}{_shared(p['machine'])}, "
+            f"OMP threads {p['machine'].get('omp_num_threads') or 'default'}): {p['seconds_per_image']:.3f} s per training image, "
+            f"{p.get('startup_seconds', 0):.0f} s start-up and warm-up plus {p.get('eval_seconds', 0):.0f} s "
+            "COCO evaluation (100 val images, untrained model) per run, "
+            f"{p['pretrain_seconds_per_step']:.2f} s per pretraining step. Estimated total: "
+            f"{e['total_seconds'] / 3600:.1f} h ({e['pretrain_seconds'] / 60:.0f} min of it pretraining) "
+            f"at {sum(r['runs'] for r in e['cells'] if not r['optional'])} runs, {e.get('jobs', 1)} at a time; images_per_cell that "
+            f"fits the budget: {e.get('suggested_images_per_cell')}.",
+            "",
+        ]  # fmt: skip
+    elif not timed:
+        lines += ["Timing probe: not yet run (`tools/study.py estimate`).", ""]
+    return "\n".join(lines)
+
+
+def render(study: Study, root: Path, output: Path, results, sections) -> str:
+    done = sum(r.n for cid, r in results.items() if not study.cell(cid).same_as)
+    head = [
+        "# Reproducing the GN paper at small scale",
+        "",
+        "Generated by `tools/study.py report` from the run directories under "
+        f"`{root}`; every small-scale number below is measured, and a cell without runs says "
+        f'"{NOT_RUN}". The paper\'s numbers are quoted from Wu & He, *Group Normalization* '
+        "(ECCV 2018), Detectron's published models and the detectron2 model zoo "
+        "(COCO val2017; ImageNet val for the classification tables).",
+        "",
+        f"Runs finished: {done}." if done else "**Not yet run**: no run of the study has finished.",
+        "",
+        *(
+            ["**Summary.** " + " ".join(study.summary.split()), ""]
+            if done and study.summary.strip()
+            else []
+        ),
+        _plan(study, root, results),
+    ]
+    body = []
+    for i, (family, table, png, analysis) in enumerate(sections, 1):
+        body += [f"## {i}. {family.title}", "", "**Paper.**", "", family.paper.strip(), "",
+                 "**Small scale (this toolkit, the study's generated data, box / mask AP mean ± std over seeds).**",
+                 "", table, ""]  # fmt: skip
+        if png is not None:
+            body += [f"![{family.title}]({_rel(png, output.parent)})", ""]
+        body += [f"**Agreement.** {analysis}", ""]
+        first = next(iter(family.cells.values()))
+        cfg = cell_config(study, study.resolve(first))
+        body += [f"Setting: {_model_text(cfg)}, schedule shape {cfg['schedule']} compressed to "
+                 "the steps shown.", ""]  # fmt: skip
+        if family.discussion:
+            body += ["**Discussion.** " + " ".join(family.discussion.split()), ""]
+    return "\n".join(head + body + [CAVEATS])

@@ -1,0 +1,153 @@
+"""Running the study's cells: their configs, backbone pretraining, and one (cell, seed) run.
+
+The cells come from :mod:`reproduction.manifest` (``configs/study/``; its docstring describes
+the format). A cell trains through ``tools/train.py`` (a subprocess, so DDP cells relaunch
+cleanly) or ``detnorm.cli.train.main`` in-process; nothing else trains. Its ``max_steps`` is
+``images_per_cell * multiple / (batch_size * devices)``, so every batch size sees the same
+images. Runs land in ``<root>/<family>/<cell>/seed<N>/`` with the cell's resolved ``cell.yaml``,
+``train.log`` and ``study.json`` (wall time, machine); a run with ``metrics.json`` is done and
+skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from detnorm.config import build_config, load_yaml, merge, write_yaml
+from detnorm.io import write_json_atomic
+from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
+
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained",
+           "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
+
+
+def cell_config(study: Study, cell: Cell) -> dict:
+    """The detnorm config of ``cell``: family base files, then the cell's keys, then max_steps."""
+    cfg: dict = {}
+    for base in study.families[cell.family].base:
+        cfg = merge(cfg, load_yaml(base))
+    cfg = merge(cfg, cell.config)
+    per_step = (
+        int(cfg.get("batch_size", 2)) * int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
+    )
+    cfg["max_steps"] = max(1, study.images_per_cell * cell.multiple // per_step)
+    cfg["name"] = cell.id.replace("/", "_")
+    return cfg
+
+
+def validate_cell(study: Study, cell: Cell, directory: Path) -> dict:
+    """Write ``cell``'s config to ``directory/cell.yaml`` and resolve it with ``build_config``."""
+    path = write_yaml(Path(directory) / "cell.yaml", cell_config(study, cell))
+    return build_config([path])
+
+
+def run_dir(root: Path, cell: Cell, seed: int) -> Path:
+    return Path(root) / cell.family / cell.name / f"seed{seed}"
+
+
+def invoke(
+    tool: str, argv: list[str], log: Path, in_process: bool, threads: int | None = None
+) -> int:
+    """``tools/<tool>`` in a subprocess (output to ``log``; ``threads``: its OMP/MKL thread
+    count), or its ``main`` in-process."""
+    if in_process:
+        if tool == "train.py":
+            from detnorm.cli.train import main
+        else:
+            from detnorm.cli.pretrain import main
+        return main(argv)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(log, "w", encoding="utf-8") as f:
+        return subprocess.call([sys.executable, str(REPO / "tools" / tool), *argv], stdout=f,
+                               stderr=subprocess.STDOUT, env=env, cwd=REPO)  # fmt: skip
+
+
+def ensure_pretrained(study: Study, name: str, root: Path, *, extra_args: str = "",
+                      in_process: bool = False, threads: int | None = None, log=print) -> Path:  # fmt: skip
+    """``<root>/pretrain/<name>/backbone.pth``, pretraining it first when it is missing or was
+    pretrained with other arguments (recorded in ``study_pretrain.json`` beside it)."""
+    out = Path(root) / "pretrain" / name
+    weights = out / "backbone.pth"
+    args = [*map(str, study.pretrain.get("args", [])), *map(str, study.pretrain["backbones"][name]),
+            *shlex.split(extra_args)]  # fmt: skip
+    record = out / "study_pretrain.json"
+    if weights.is_file():
+        try:
+            same = json.loads(record.read_text())["args"] == args
+        except (OSError, ValueError, KeyError):
+            same = False
+        if same:
+            return weights
+        kept = out.with_name(f"{name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, kept)
+        log(
+            f"backbone {name!r} was pretrained with other arguments (kept in {kept}): pretraining again"
+        )
+    argv = [*args, "--resume", "--output-dir", str(out)]
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"pretraining backbone {name!r}: tools/pretrain_backbone.py {shlex.join(argv)}")
+    start = time.perf_counter()
+    rc = invoke("pretrain_backbone.py", argv, out / "pretrain.log", in_process, threads)
+    if rc != 0 or not weights.is_file():
+        raise RuntimeError(f"pretraining {name!r} failed (exit {rc}); see {out / 'pretrain.log'}")
+    write_json_atomic(record, {"args": args})
+    log(f"pretrained {name!r} in {time.perf_counter() - start:.0f} s: {weights}")
+    return weights
+
+
+def machine() -> dict:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (None,) * 3
+    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "platform": platform.platform(terse=True), "loadavg": [round(x, 2) for x in load if x is not None],
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
+
+
+def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | None = None,
+             extra_configs: tuple = (), in_process: bool = False, keep_checkpoints: bool = False,
+             pretrain_args: str = "", threads: int | None = None, log=print) -> dict:  # fmt: skip
+    """Train and evaluate one (cell, seed) unless its ``metrics.json`` exists; returns a record
+    ``{"cell", "seed", "status": "done"|"skipped"|"failed", "seconds", ...}``."""
+    cell = study.resolve(cell)
+    out = run_dir(root, cell, seed)
+    if (out / "metrics.json").is_file():
+        return {"cell": cell.id, "seed": seed, "status": "skipped", "dir": str(out)}
+    data = study.data_root(root, data)
+    pretrained = None
+    if cell.pretrain:
+        pretrained = ensure_pretrained(study, cell.pretrain, root, extra_args=pretrain_args,
+                                       in_process=in_process, threads=threads, log=log)  # fmt: skip
+    if out.exists():  # an unfinished run: start it again from the beginning
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cfg = validate_cell(study, cell, out)
+    in_process = in_process and cfg["devices"] * cfg["num_nodes"] == 1  # DDP relaunches argv
+    argv = ["--config", str(out / "cell.yaml")]
+    for extra in extra_configs:
+        argv += ["--config", str(extra)]
+    argv += ["--seed", str(seed), "--output-dir", str(out)]
+    if pretrained is not None:
+        argv += ["--pretrained", str(pretrained)]
+    if data is not None:
+        argv += ["--data", str(data)]
+    before = machine() | ({"omp_num_threads": str(threads)} if threads else {})
+    start = time.perf_counter()
+    rc = invoke("train.py", argv, out / "train.log", in_process, threads)
+    seconds = round(time.perf_counter() - start, 1)
+    ok = rc == 0 and (out / "metrics.json").is_file()
+    record = {"cell": cell.id, "seed": seed, "status": "done" if ok else "failed", "exit": rc,
+              "seconds": seconds, "argv": ["tools/train.py", *argv], "machine": before,
+              "loadavg_end": machine()["loadavg"], "dir": str(out)}  # fmt: skip
+    write_json_atomic(out / "study.json", record, indent=1)
+    if ok and not keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return record
