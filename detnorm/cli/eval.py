@@ -105,10 +105,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
 
     if args.max_detections is not None and args.max_detections < 1:
         raise UsageError(f"--max-detections: must be an integer >= 1, got {args.max_detections}")
-    data = {k: getattr(args, k) for k in CHECKPOINT_OPTIONS[:5]}
-    data.update(batch_size=args.batch_size or 1, num_workers=args.num_workers or 0,
-                skip_bad_images=bool(args.skip_bad_images))  # fmt: skip
-    validate({k: v for k, v in data.items() if v is not None})
+    given = {k: getattr(args, k) for k in CHECKPOINT_OPTIONS if getattr(args, k) is not None}
+    validate(given)  # as training checks them
+    data = {k: given.get(k) for k in CHECKPOINT_OPTIONS[:5]}
+    data.update(batch_size=given.get("batch_size", 1), num_workers=given.get("num_workers", 0),
+                skip_bad_images=bool(given.get("skip_bad_images")))  # fmt: skip
     hardware = {k: getattr(args, k) for k in ("accelerator", "devices", "precision")}
     module, out = run(
         args.checkpoint, data, trust=bool(args.trust_weights), test_size=args.test_size,

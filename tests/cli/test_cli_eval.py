@@ -138,23 +138,42 @@ def test_bad_values_exit_nonzero_with_one_line(files, argv, expected, capsys):
     assert re.search(expected, lines[0]), lines[0]
 
 
-def test_checkpoint_mode_delegates_to_detnorm_cli(monkeypatch, tmp_path, capsys):
+def test_checkpoint_mode_takes_the_training_flags(monkeypatch, tmp_path, capsys):
+    """Checkpoint mode's data and hardware flags are training's, made from the same schema, and
+    reach ``detnorm.engine.run.evaluate_checkpoint``; bad values are refused as training does."""
+    import detnorm.engine.run as engine_run
+
     seen = {}
 
-    def evaluate_checkpoint(args):
-        seen["args"] = args
-        return 0
+    def evaluate_checkpoint(ckpt, data, **kw):
+        seen.update(ckpt=ckpt, data=data, **kw)
+        module = types.SimpleNamespace(
+            last_metrics={}, trainer=types.SimpleNamespace(is_global_zero=False)
+        )
+        return module, tmp_path
 
-    fake = types.ModuleType("detnorm.cli.train")
-    fake.evaluate_checkpoint = evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "detnorm.cli.train", fake)
+    monkeypatch.setattr(engine_run, "evaluate_checkpoint", evaluate_checkpoint)
     ckpt = tmp_path / "m.ckpt"
     ckpt.write_bytes(b"")
-    code, _, err = run(["--checkpoint", ckpt, "--data", "d", "--val-ann", "v.json"], capsys)
+    (tmp_path / "v.json").write_text("{}")
+    argv = ["--checkpoint", ckpt, "--val-ann", tmp_path / "v.json", "--batch-size", "3",
+            "--accelerator", "cpu", "--test-size", "96"]  # fmt: skip
+    code, _, err = run(argv, capsys)
     assert code == 0, err
-    args = seen["args"]
-    assert args.checkpoint == ckpt and args.data == "d"
-    assert args.extra_args == ["--val-ann", "v.json"] and args.backend == "faster"
+    assert seen["ckpt"] == ckpt and seen["data"]["val_ann"] == str(tmp_path / "v.json")
+    assert seen["data"]["batch_size"] == 3 and seen["trainer_kw"] == {"accelerator": "cpu"}
+    assert seen["test_size"] == 96 and seen["backend"] is None  # None: the checkpoint's own
+    code, _, err = run(["--checkpoint", ckpt, "--batch-size", "0"], capsys)
+    assert (
+        code == 2
+        and err.strip() == "tools/eval.py: error: --batch-size: must be an integer >= 1, got 0"
+    )
+    code, _, err = run(["--checkpoint", ckpt, "--data", tmp_path / "nope"], capsys)
+    assert code == 2 and "--data: directory not found" in err
+    code, _, err = run(
+        ["--ann", tmp_path / "v.json", "--results", ckpt, "--batch-size", "2"], capsys
+    )
+    assert code == 2 and "--batch-size: only used with --checkpoint" in err
 
 
 def test_shim_runs_from_a_checkout(files, tmp_path):

@@ -50,7 +50,7 @@ def test_every_norm_trains_and_evaluates(norm, tiny_data, gn_run, tmp_path, caps
 # {tmp}, {junk} (a weights file of no known format), {last} (a gn run's checkpoint) and
 # {bad_cfg} (a YAML file with an unknown key) are filled in per test
 BAD = {
-    "unknown-norm": (["--norm", "batchnorm"], "--norm: ", "unknown norm 'batchnorm'"),
+    "unknown-norm": (["--norm", "batchnorm"], "--norm: ", "got 'batchnorm'; allowed: none, bn"),
     "unknown-component-norm": (["--mask-head-norm", "xx"], "--mask-head-norm: ", "'xx'"),
     "gn-groups-not-dividing": (["--norm", "gn", "--gn-groups", "48"], "--gn-groups: ",
                                "not divisible by 48 groups"),

@@ -64,7 +64,8 @@ def test_every_option_with_a_flag_is_in_help_and_the_others_are_settable():
             assert opt.flags[0] in text, key
             assert " ".join(opt.help.split()[:3]) in " ".join(text.split()), key
         else:
-            assert key in parse_sets([f"{key}=null"])
+            value = "{}" if opt.type is dict else "null"
+            assert key in parse_sets([f"{key}={value}"])
 
 
 def test_defaults_validate_and_each_example_validates(examples):
@@ -144,9 +145,14 @@ def test_options_round_trip_through_a_checkpoint(tiny_data, tmp_path):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["detnorm_config"] == saved
     hp = ckpt["hyper_parameters"]
+    norms = ("backbone_norm", "fpn_norm", "box_head_norm", "mask_head_norm")  # resolved in the yaml
     for key in MODULE_KEYS:
-        if key != "model_kwargs":
+        if key not in ("model_kwargs", "box_head", *norms):
             assert hp[key] == saved[key], key
+    assert hp["box_head"] is None and saved["box_head"] == "4conv1fc"  # GN head: 4conv1fc
+    assert {f"{c}_norm": n for c, n in DetnormModule.from_hparams(hp).norms.items()} == {
+        k: saved[k] for k in norms
+    }
     assert hp["model_kwargs"]["fpn_channels"] == 32
     assert hp["num_classes"] == saved["num_classes"] == 7  # 6 shapes + the background
     module = DetnormModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt")

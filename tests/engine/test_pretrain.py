@@ -95,7 +95,7 @@ def test_pretrained_flag_of_train_cli_refuses_the_wrong_norm(gn_weights, tmp_pat
             "--output-dir", str(tmp_path / "run")]  # fmt: skip
     assert train_main([*argv, "--norm", "frozen_bn"]) == 2
     err = capsys.readouterr().err
-    assert f"--pretrained {gn_weights}" in err and "pretrained with gn" in err
+    assert f"--pretrained: {gn_weights}: does not fit" in err and "pretrained with gn" in err
 
 
 def test_shape_classification_is_deterministic_and_balanced():

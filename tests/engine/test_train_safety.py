@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from helpers.errors import raises_option
 from helpers.runs import tiny_args
 from PIL import Image
 
 from detnorm.cli.train import main, parse_config
-from detnorm.config import ConfigError
 from detnorm.engine.build import module_hparams as module_kwargs
 from detnorm.engine.module import DetnormModule
 from detnorm.engine.prediction_grid import HEADER, PAD
@@ -87,7 +87,7 @@ def test_bad_clip_grad_norm_names_the_option(value):
     from detnorm.config import DEFAULTS, validate
 
     cfg = {**DEFAULTS, "clip_grad_norm": float(value) if value in ("inf", "nan") else value}
-    with pytest.raises(ConfigError, match="--clip-grad-norm"):
+    with raises_option("--clip-grad-norm"):
         validate(cfg)
 
 

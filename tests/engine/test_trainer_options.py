@@ -4,14 +4,15 @@ reaching the run."""
 
 import csv
 import importlib.util
+import re
 
 import pytest
 import torch
 import yaml
+from helpers.errors import raises_option
 from helpers.tiny_coco import write_split
 
 from detnorm.cli.train import main, parse_config
-from detnorm.config import ConfigError
 from detnorm.data.sampler import GroupedBatchSampler
 from detnorm.engine import loggers as L
 from detnorm.engine.trainer_options import batch_note
@@ -115,12 +116,12 @@ def test_early_stopping_stops_after_patience_evaluations(three_images, tmp_path,
 
 def test_missing_logger_packages_are_refused(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(L.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("wandb", "mlflow") else real(name, *a))  # fmt: skip
     for name in ("wandb", "mlflow"):
-        with pytest.raises(ConfigError, match=f"--logger {name}: the '{name}' package is not"):
+        with raises_option(f"--logger: {name}: the '{name}' package is not"):
             parse_config(["--logger", "csv", name])
-    with pytest.raises(ConfigError, match="--logger: got 'tensorbord'; allowed: csv, tensorboard"):
+    with raises_option("--logger: got 'tensorbord'; allowed: csv, tensorboard"):
         parse_config(["--logger", "tensorbord"])
 
 
@@ -184,9 +185,8 @@ def test_accumulated_run_resumed_mid_epoch_equals_uninterrupted(tmp_path_factory
     ],
 )
 def test_bad_values_name_the_option(argv, message):
-    with pytest.raises(ConfigError) as e:
+    with raises_option("^" + re.escape(message)):
         parse_config(argv)
-    assert str(e.value).startswith(message), str(e.value)
 
 
 def test_wandb_and_mlflow_write_under_the_run(tmp_path, monkeypatch):

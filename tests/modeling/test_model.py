@@ -1,16 +1,9 @@
-"""build_maskrcnn: norms per component, the bias rule, training passes, torchvision layouts."""
+"""build_maskrcnn: norms per component, the bias rule, training passes, freezing, errors."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet
-from torchvision.models.detection import (
-    MaskRCNN,
-    maskrcnn_resnet50_fpn,
-    maskrcnn_resnet50_fpn_v2,
-)
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -18,15 +11,11 @@ from detnorm.errors import ConfigError
 from detnorm.layers.norm import NORM_NAMES
 from detnorm.layers.sync_bn import SyncBatchNorm
 from detnorm.layers.ws_conv import WSConv2d
-from detnorm.modeling.backbone import build_resnet, freeze
+from detnorm.modeling.backbone import build_resnet
 from detnorm.modeling.maskrcnn import (
-    TORCHVISION_LAYOUTS,
     build_maskrcnn,
-    get_stride_in_1x1,
     resolve_norms,
-    set_stride_in_1x1,
 )
-from detnorm.weights.load import load_weights
 
 # Small RPN/RoI budgets keep every pass well under a second on CPU.
 SMALL = dict(
@@ -256,130 +245,6 @@ def test_sync_bn_without_process_group_is_bn():
         out.append(model([torch.rand(3, 64, 80)], targets_for("full")))
     for key in out[0]:
         torch.testing.assert_close(out[0][key], out[1][key], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("trainable", [0, 2, 3, 5, None])
-def test_trainable_layers_freeze_and_frozen_bn(trainable):
-    model = build_maskrcnn(num_classes=3, depth=18, norm="bn", trainable_backbone_layers=trainable)
-    body = model.backbone.body
-    n = 5 if trainable is None else trainable
-    training = {
-        0: set(),
-        2: {"layer3", "layer4"},
-        3: {"layer2", "layer3", "layer4"},
-        5: {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"},
-    }[n]
-    for name, child in body.named_children():
-        params = list(child.parameters())
-        if name in training:
-            assert params and all(p.requires_grad for p in params), name
-            assert all(type(m) is nn.BatchNorm2d for m in norms_in(child)), name
-        else:
-            assert all(not p.requires_grad for p in params), name
-            assert all(type(m) is FrozenBatchNorm2d for m in norms_in(child)), name
-    assert all(p.requires_grad for p in model.backbone.fpn.parameters())
-    assert all(p.requires_grad for p in model.roi_heads.parameters())
-
-
-@pytest.mark.parametrize("trainable", [0, 1, 4, 5])
-def test_freeze_is_the_one_freeze(trainable):
-    """freeze() on a bare ResNet does what build_maskrcnn's trainable_backbone_layers does."""
-    body = freeze(build_resnet(18, "sync_bn", 32), trainable)
-    frozen = {0: ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"),
-              1: ("conv1", "bn1", "layer1", "layer2", "layer3"),
-              4: ("conv1", "bn1"), 5: ()}[trainable]  # fmt: skip
-    for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"):
-        child = getattr(body, name)
-        grads = {p.requires_grad for p in child.parameters()}
-        norms = {type(m) for m in norms_in(child)}
-        if name in frozen:
-            assert grads <= {False} and norms <= {FrozenBatchNorm2d}, name
-        else:
-            assert grads == {True} and norms <= {SyncBatchNorm}, name
-    with pytest.raises(ConfigError) as err:
-        freeze(body, 6)
-    assert err.value.key == "trainable_backbone_layers"
-
-
-def test_stride_in_1x1_moves_the_stride_only():
-    net = resnet.resnet50(weights=None).eval()
-    x = torch.randn(1, 3, 64, 64)
-    block = net.layer2[0]
-    before = net(x)
-    assert not get_stride_in_1x1(net)
-    assert set_stride_in_1x1(net, True) and get_stride_in_1x1(net)
-    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
-    assert net.layer1[0].conv1.stride == (1, 1)  # stage 1 has no stride to move
-    assert net(x).shape == before.shape
-    feat = torch.randn(1, 256, 16, 16)
-    # A strided 1x1 conv is the unstrided one subsampled.
-    reference = F.conv2d(feat, block.conv1.weight)[..., ::2, ::2]
-    torch.testing.assert_close(block.conv1(feat), reference)
-    assert set_stride_in_1x1(net, False) and not get_stride_in_1x1(net)
-    torch.testing.assert_close(net(x), before)
-
-
-def _randomize_stats(model):
-    g = torch.Generator().manual_seed(3)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            if isinstance(m, FrozenBatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-    return model
-
-
-def _shapes(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _eval_outputs(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        return model.eval()([torch.rand(3, 60, 76)])[0]
-
-
-def _assert_same_outputs(a, b):
-    assert a.keys() == b.keys() and len(a["boxes"]) > 0
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-TV_SMALL = dict(SMALL, box_score_thresh=0.0)  # random weights: keep low-score detections
-
-
-def test_torchvision_v1_layout_loads_strictly_with_identical_outputs(tmp_path):
-    tv = _randomize_stats(maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **TV_SMALL))
-    torch.save(tv.state_dict(), tmp_path / "tv.pth")
-    # torchvision's layout of its published (COCO_V1) weights: the backbone uses FrozenBN.
-    tv_frozen = MaskRCNN(
-        _resnet_fpn_extractor(resnet.resnet50(norm_layer=FrozenBatchNorm2d), 3),
-        num_classes=91,
-        **TV_SMALL,
-    )
-    tv_frozen.load_state_dict(tv.state_dict())
-    ours = build_maskrcnn(
-        num_classes=91, **TORCHVISION_LAYOUTS["maskrcnn_resnet50_fpn"], **TV_SMALL
-    )
-    assert _shapes(ours) == _shapes(tv_frozen)
-    tv_keys = {k for k in _shapes(tv) if not k.endswith("num_batches_tracked")}
-    assert set(_shapes(ours)) == tv_keys
-    report = load_weights(ours, tmp_path / "tv.pth", logger=lambda s: None)
-    assert report.format == "torchvision_maskrcnn" and not report.missing and not report.unexpected
-    _assert_same_outputs(_eval_outputs(ours), _eval_outputs(tv_frozen))
-
-
-def test_torchvision_v2_layout_loads_strictly_with_identical_outputs(tmp_path):
-    tv = _randomize_stats(maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, **TV_SMALL))
-    torch.save(tv.state_dict(), tmp_path / "tv2.pth")
-    ours = build_maskrcnn(
-        num_classes=91, **TORCHVISION_LAYOUTS["maskrcnn_resnet50_fpn_v2"], **TV_SMALL
-    )
-    assert _shapes(ours) == _shapes(tv)
-    report = load_weights(ours, tmp_path / "tv2.pth", logger=lambda s: None)
-    assert report.loaded == len(tv.state_dict())
-    _assert_same_outputs(_eval_outputs(ours), _eval_outputs(tv))
 
 
 def test_narrow_model_and_anchor_sizes():
