@@ -66,7 +66,7 @@ def check_export(model: torch.nn.Module, path: Path, fmt: str, image: torch.Tens
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``detnorm-export`` and ``tools/export.py``; returns the exit code."""
-    from detnorm.inference.predictor import load_detnorm_checkpoint
+    from detnorm.engine.checkpoint_io import load_detnorm_module
 
     try:
         args = build_parser().parse_args(argv)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_file():
             raise UsageError(f"--checkpoint: file not found: {args.checkpoint}")
         try:
-            model = load_detnorm_checkpoint(args.checkpoint, trust=args.trust_weights).model
+            model = load_detnorm_module(args.checkpoint, trust=args.trust_weights).model
         except ValueError as e:
             raise UsageError(f"--checkpoint: {e}") from None
         test_size = int(model.transform.min_size[-1])

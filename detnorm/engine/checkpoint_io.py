@@ -21,7 +21,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from detnorm.io import atomic_write
-from detnorm.weights.safe_load import WeightsError, safe_unpickling, torch_load
+from detnorm.weights.safe_load import UnsafeWeightsError, WeightsError, read_weights, torch_load
 
 __all__ = ["AtomicCheckpointIO", "WeightsError", "load_detnorm_module"]  # WeightsError: re-exported
 
@@ -45,30 +45,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, functools.partial(torch.save, checkpoint), binary=True)
 
 
-def load_detnorm_module(path: str | os.PathLike, *, trust: bool = False, map_location="cpu"):
-    """``DetnormModule.load_from_checkpoint(path)`` under :func:`torch_load`'s rules.
+def load_detnorm_module(path: str | os.PathLike, *, trust: bool = False):
+    """A ``DetnormModule`` (eval mode, CPU) rebuilt from a ``tools/train.py`` checkpoint alone.
 
-    Raises :class:`~detnorm.weights.safe_load.UnsafeWeightsError` for a file that needs a
-    blocked global (unless ``trust``), and :class:`~detnorm.weights.safe_load.WeightsError`
-    naming the file for anything else that is not a detnorm checkpoint; never runs code from
-    the file unless ``trust``.
+    The file is read by :func:`detnorm.weights.safe_load.read_weights` (nothing in it runs unless
+    ``trust``, ``--trust-weights``); the model is built from the hyperparameters stored in it
+    (of any detnorm version, :meth:`DetnormModule.from_hparams`) and loaded strictly. Raises
+    :class:`~detnorm.weights.safe_load.UnsafeWeightsError` for a file that needs a blocked
+    global, and :class:`~detnorm.weights.safe_load.WeightsError` naming the file for anything
+    else that is not a detnorm checkpoint.
     """
     from detnorm.engine.module import DetnormModule  # the model, recipe and Lightning: heavy
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"checkpoint file not found: {path}")
+        raise WeightsError(f"checkpoint not found: {path}")
     try:
-        if trust:
-            return DetnormModule.load_from_checkpoint(
-                path, map_location=map_location, weights_only=False
-            )
-        with safe_unpickling(path):
-            return DetnormModule.load_from_checkpoint(
-                path, map_location=map_location, weights_only=True
-            )
-    except WeightsError:
+        fmt, state, _ignored, hparams = read_weights(path, trust=trust)
+    except UnsafeWeightsError:
         raise
-    except Exception as e:  # noqa: BLE001 - torch and Lightning raise many kinds here
-        detail = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(f"{path}: not a detnorm checkpoint ({detail})") from None
+    except ValueError as e:  # WeightsError: unreadable or of no known format
+        raise WeightsError(f"not a detnorm checkpoint: {e}") from None
+    if fmt != "detnorm" or not hparams:
+        raise WeightsError(f"{path}: a {fmt} file, not a detnorm checkpoint (tools/train.py "
+                           "writes those); load other weights with detnorm.weights.load_weights")  # fmt: skip
+    try:
+        module = DetnormModule.from_hparams(hparams)
+        module.model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise WeightsError(
+            f"{path}: cannot rebuild the model from this checkpoint: {first}"
+        ) from None
+    return module.eval()

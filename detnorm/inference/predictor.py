@@ -24,7 +24,6 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from detnorm.data.image_io import read_image, to_rgb_uint8
 from detnorm.data.transforms import image_to_tensor
 from detnorm.evaluation.results import MASK_THRESHOLD, predictions_to_coco
 
-__all__ = ["Prediction", "Predictor", "load_detnorm_checkpoint", "to_image_tensor"]
+__all__ = ["Prediction", "Predictor", "to_image_tensor"]
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 PRECISIONS = (None, "32-true", *_AUTOCAST)
@@ -116,41 +115,6 @@ def _pil_to_array(image) -> np.ndarray:
     return np.asarray(image)
 
 
-def load_detnorm_checkpoint(path: str | os.PathLike, *, trust: bool = False):
-    """A ``DetnormModule`` (eval mode, CPU) rebuilt from a ``tools/train.py`` checkpoint alone.
-
-    The file is read by :func:`detnorm.weights.safe_load.read_weights`; the model is built from the
-    hyper-parameters stored in it and loaded strictly. ``ValueError`` names the file when it is
-    not a detnorm checkpoint. Nothing in the file runs unless ``trust`` (``--trust-weights``).
-    """
-    from detnorm.engine.module import DetnormModule
-    from detnorm.weights.safe_load import UnsafeWeightsError, read_weights
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
-    try:
-        fmt, state, _ignored, hparams = read_weights(path, trust=trust)
-    except UnsafeWeightsError:
-        raise
-    except ValueError as e:  # WeightsError: unreadable or of no known format
-        raise ValueError(f"not a detnorm checkpoint: {e}") from None
-    if fmt != "detnorm" or not hparams:
-        raise ValueError(
-            f"{path}: a {fmt} file, not a detnorm checkpoint (tools/train.py writes those); "
-            "load other weights with detnorm.weights.load.load_weights"
-        )
-    try:
-        module = DetnormModule.from_hparams(hparams)
-        module.model.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ValueError(
-            f"{path}: cannot rebuild the model from this checkpoint: {first}"
-        ) from None
-    return module.eval()
-
-
 class Predictor:
     """Runs a detnorm Mask R-CNN in eval mode; see the module docstring.
 
@@ -206,7 +170,9 @@ class Predictor:
         """A predictor for a ``tools/train.py`` checkpoint; no config file or dataset needed.
 
         ``trust=True`` loads a file whose pickle holds more than tensors (it can run code)."""
-        module = load_detnorm_checkpoint(path, trust=trust)
+        from detnorm.engine.checkpoint_io import load_detnorm_module
+
+        module = load_detnorm_module(path, trust=trust)
         return cls(module.model, module.label_to_cat_id, module.hparams["category_names"],
                    device=device, score_threshold=score_threshold, precision=precision,
                    batch_size=batch_size)  # fmt: skip

@@ -90,8 +90,8 @@ def test_trust_weights_is_the_opt_in(evil, tiny_data, tmp_path, capsys):
     marker.unlink()
     capsys.readouterr()
     assert eval_main(["--checkpoint", str(files["ckpt"]), "--trust-weights"]) == 2
-    assert marker.exists()  # loaded in full; then not a detnorm checkpoint (no hyper-parameters)
-    assert "not a detnorm checkpoint" in capsys.readouterr().err
+    assert marker.exists()  # loaded in full; then no model can be built (no usable hyperparameters)
+    assert "cannot rebuild the model from this checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.bad_input
