@@ -60,5 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if meta:  # rank 0
         print(f"top-1 {meta['top1']:.2f}% on val ({meta['data']}); wrote {meta['weights']}")
-        print(f"load it with: tools/train.py --backbone-norm {args.norm} --pretrained {meta['weights']}")
+        print(
+            f"load it with: tools/train.py --backbone-norm {args.norm} --pretrained {meta['weights']}"
+        )
     return 0

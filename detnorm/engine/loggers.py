@@ -26,6 +26,7 @@ from detnorm.config.checks import missing_package
 
 __all__ = ["LOGGERS", "build_loggers", "missing_package"]
 
+
 def build_loggers(names, out: Path, *, run_name: str, keep_before_step: int | None = None) -> list:
     """Lightning loggers for ``names`` (``LOGGERS`` keys, validated by ``detnorm.config``),
     the CSV logger first. A missing ``tensorboard`` (the default) is skipped with a notice;
