@@ -5,6 +5,8 @@
     tools/study.py run --cell batch_sweep/gn_b2 --seed 0  # one cell, one seed
     tools/study.py estimate                               # timing probe -> time per cell
     tools/study.py report                                 # tables, plots, REPRODUCTION.md
+    tools/study.py classification run --jobs 2            # the classification batch sweep
+    tools/study.py classification summarize               # its table and plot (docs/study/)
 
 Runs go to ``--root`` (default ``runs/study``); see :mod:`reproduction.runner` for the layout.
 """
@@ -258,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["classification"]:  # the classification batch sweep (paper Figure 1)
+        from reproduction.classification import main as classification_main
+
+        return classification_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.configs, images=args.images)

@@ -115,3 +115,22 @@ def test_gn_weights_without_sidecar_fit_any_groupnorm_backbone(gn_weights, tmp_p
     load_weights(build_maskrcnn(num_classes=3, depth=18, norm="ln"), bare, **QUIET)
     with pytest.raises(WeightsError, match="no running statistics"):
         load_weights(build_maskrcnn(num_classes=3, depth=18, norm="bn"), bare, **QUIET)
+
+
+def test_narrow_cluttered_run_writes_a_curve_and_both_bn_evaluations(tmp_path):
+    """The batch sweep's recipe flags: epochs, LR per 32 images, warmup fraction, a val curve,
+    and BN evaluated with running (EMA) and PreciseBN statistics; no backbone weights."""
+    out = tmp_path / "narrow"
+    argv = ["--synthetic", "--task", "cluttered", "--width", "8", "--gn-groups", "4", "--norm", "bn",
+            "--image-size", "32", "--num-train", "8", "--num-val", "4", "--batch-size", "2",
+            "--epochs", "1", "--lr-reference", "32", "--warmup-fraction", "0.25",
+            "--eval-every-epochs", "0.5", "--precise-bn-iters", "2", "--precise-bn-batch", "4",
+            "--num-workers", "0", "--checkpoint-period", "100", "--no-weights", "--no-progress-bar",
+            "--output-dir", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((out / "pretrain.json").read_text())
+    assert (meta["steps"], meta["warmup_steps"], meta["lr"]) == (4, 1, pytest.approx(0.1 * 2 / 32))
+    assert [p["epoch"] for p in meta["curve"]] == [0.5, 1.0] and meta["precise_bn_batches"] == 2
+    assert meta["val_error"] == pytest.approx(100 - meta["top1"]) and meta["weights"] is None
+    assert meta["val_error_precise_bn"] is not None and not list(out.glob("*.pth"))
+    assert main([*argv[:-1], str(tmp_path / "bad"), "--warmup-fraction", "1"]) == 2

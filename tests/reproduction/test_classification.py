@@ -1,0 +1,106 @@
+"""reproduction/classification.py: the batch-sweep task is deterministic, one tiny cell runs end
+to end into result.json (with its curve and the PreciseBN error), summarize computes mean ± std
+as numpy does, and bad cells are refused with one line."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from detnorm.data.classification import PATTERNS, ClutteredShapes
+from detnorm.data.shapes import CLASSES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from reproduction.classification import load_plan, main, run_dir, summarize  # noqa: E402
+from reproduction.manifest import CONFIG_DIR  # noqa: E402
+
+TINY = ["--synthetic", "--task", "cluttered", "--data-seed", "0", "--image-size", "32",
+        "--width", "8", "--num-train", "8", "--num-val", "6", "--epochs", "1",
+        "--lr-reference", "32", "--warmup-fraction", "0.05", "--eval-every-epochs", "0.5",
+        "--num-workers", "0", "--checkpoint-period", "1000", "--no-weights", "--no-progress-bar"]  # fmt: skip
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    plan = yaml.safe_load((CONFIG_DIR / "classification.yaml").read_text())
+    plan["args"] = TINY
+    plan["norms"]["bn"]["args"] = ["--norm", "bn", "--precise-bn-iters", "2", "--precise-bn-batch", "4"]  # fmt: skip
+    plan["norms"]["gn"]["args"] = ["--norm", "gn", "--gn-groups", "4"]
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_sweep_task_is_deterministic_with_the_claimed_classes():
+    ds = ClutteredShapes(24, seed=3)
+    assert ds.classes == list(PATTERNS) and len(ds.classes) == 8
+    x, y = ds[13]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 13 % 8
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert np.array_equal(ds.render(13), ClutteredShapes(24, seed=3).render(13))
+    assert not np.array_equal(ds.render(13), ClutteredShapes(24, seed=3, split=1).render(13))
+    assert not np.array_equal(ds.render(13), ClutteredShapes(24, seed=4).render(13))
+    assert sorted(ds[i][1] for i in range(24)) == sorted(list(range(8)) * 3)
+    shapes = ClutteredShapes(12, label="shape")
+    assert shapes.classes == list(CLASSES) and shapes[7][1] == 1
+    with pytest.raises(ValueError, match="label must be"):
+        ClutteredShapes(4, label="colour")
+
+
+def test_tiny_cell_runs_end_to_end_and_is_skipped_after(plan_file, tmp_path, capsys):
+    argv = ["--plan", str(plan_file), "--root", str(tmp_path / "runs"), "run", "--cell", "bn_b4",
+            "--seed", "0", "--in-process"]  # fmt: skip
+    assert main(argv) == 0
+    out = run_dir(tmp_path / "runs", "bn", 4, 0)
+    rec = json.loads((out / "result.json").read_text())
+    assert (rec["status"], rec["batch"], rec["steps"], rec["norm"]) == ("done", 4, 2, "bn")
+    assert [p["step"] for p in rec["curve"]] == [1, 2] and 0 <= rec["val_error"] <= 100
+    assert rec["precise_bn_batches"] == 2 and rec["val_error_precise_bn"] is not None
+    assert rec["lr"] == pytest.approx(0.1 * 4 / 32) and rec["machine"]["omp_num_threads"] == "1"
+    assert not (out / "checkpoints").exists()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "bn_b4 seed 0: skipped" in capsys.readouterr().out
+
+
+def test_summarize_mean_std_is_numpys(plan_file, tmp_path):
+    plan, root = load_plan(plan_file), tmp_path / "runs"
+    errors = {("bn", 32): [20.0, 21.5, 19.25], ("gn", 2): [23.0, 24.0], ("bn", 2): [40.0]}
+    for (norm, batch), values in errors.items():
+        for seed, v in enumerate(values):
+            d = run_dir(root, norm, batch, seed)
+            d.mkdir(parents=True)
+            rec = {"cell": f"{norm}_b{batch}", "seed": seed, "val_error": v, "seconds": 10.0,
+                   "val_error_precise_bn": v - 5 if norm == "bn" else None,
+                   "curve": [{"epoch": 1, "error": v + 3}, {"epoch": 2, "error": v}]}  # fmt: skip
+            (d / "result.json").write_text(json.dumps(rec))
+    rows = summarize(plan, root, tmp_path / "docs")["rows"]
+    by = {(r["label"], r["batch"]): r for r in rows}
+    for (norm, batch), values in errors.items():
+        row = by[(norm.upper(), batch)]
+        assert row["mean"] == pytest.approx(np.mean(values)) and row["n"] == len(values)
+        assert row["std"] == pytest.approx(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+    assert by[("BN (PreciseBN)", 32)]["mean"] == pytest.approx(np.mean(errors[("bn", 32)]) - 5)
+    assert by[("GN", 32)]["n"] == 0
+    md = (tmp_path / "docs" / "classification.md").read_text()
+    assert "20.2 ± 1.1 (3)" in md and "not yet run" in md
+    assert (tmp_path / "docs" / "classification.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "docs" / "classification.json").read_text())["rows"]
+    assert main(["--plan", str(plan_file), "--root", str(root), "estimate", "--jobs", "2"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--norm", "ln"], "unknown norm 'ln'"), (["--batch", "3"], "unknown batch 3"),
+     (["--cell", "bn_b1"], "unknown cell 'bn_b1'"), (["--jobs", "0"], "--jobs must be")],
+)  # fmt: skip
+def test_bad_cells_are_refused_in_one_line(plan_file, tmp_path, capsys, flags, message):
+    assert main(["--plan", str(plan_file), "--root", str(tmp_path), "run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("classification.py: error: ") and message in err
+    assert err.count("\n") == 1 and not (tmp_path / "classification").exists()
