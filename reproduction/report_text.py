@@ -164,6 +164,24 @@ def _plan(study: Study, root: Path, results) -> str:
     return "\n".join(lines)
 
 
+CLASSIFICATION = Path(__file__).resolve().parents[1] / "docs" / "study" / "classification.md"
+CLASSIFICATION_START = "<!-- classification:start -->"
+CLASSIFICATION_END = "<!-- classification:end -->"
+
+
+def classification_section(source: Path = CLASSIFICATION) -> str:
+    """The classification batch sweep's summary (``tools/study.py classification summarize``
+    writes it) as a section of REPRODUCTION.md, between markers; empty before it has run."""
+    if not source.is_file():
+        return ""
+    lines = source.read_text(encoding="utf-8").strip().splitlines()
+    title = lines[0].lstrip("# ").strip()
+    body = [("#" + line) if line.startswith("## ") else line for line in lines[1:]]
+    body = [line.replace("](classification", "](docs/study/classification") for line in body]
+    return "\n".join([CLASSIFICATION_START, f"## Classification: {title}", *body,
+                      CLASSIFICATION_END, ""])  # fmt: skip
+
+
 def render(study: Study, root: Path, output: Path, results, sections) -> str:
     done = sum(r.n for cid, r in results.items() if not study.cell(cid).same_as)
     head = [
@@ -182,6 +200,7 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
             if done and study.summary.strip()
             else []
         ),
+        classification_section(),
         _plan(study, root, results),
     ]
     body = []

@@ -47,7 +47,9 @@ class _OnOrValues(argparse.Action):
 def _help(key: str) -> str:
     opt = OPTIONS[key]
     text = opt.help.replace("%", "%%")
-    if opt.cli in ("switch", "negate") or opt.default in (None, [], {}):
+    if opt.cli == "negate":  # the flag turns the option off
+        return f"turn off: {text}"
+    if opt.cli == "switch" or opt.default in (None, [], {}):
         return text
     default = " ".join(map(str, opt.default)) if isinstance(opt.default, list) else opt.default
     return f"{text} (default: {default})"
@@ -75,7 +77,8 @@ def add_option_flags(parser: argparse.ArgumentParser, keys: Iterable[str] | None
         elif opt.cli == "optional":
             kw.update(nargs="?", const=opt.const, metavar=opt.metavar)
         else:
-            kw.update(type=opt.type, metavar=opt.metavar)
+            metavar = opt.metavar or {int: "N", float: "X"}.get(opt.type, "NAME")
+            kw.update(type=opt.type, metavar=metavar)
         parser.add_argument(*opt.flags, **kw)
 
 

@@ -69,8 +69,8 @@ _OPTIONS = [  # a table: one record per option, kept compact
            type=int, low=0, module=True),
     Option("warmup_factor", 0.001, "LR factor at the first warmup step", "solver", type=float,
            low=0, strict=True, cli=None, module=True),
-    Option("warmup_floor", True, "let --max-steps compress the warmup below its floor (min(1000, "
-           "max(50, 10%)))", "solver", type=bool, cli="negate", module=True),
+    Option("warmup_floor", True, "keep at least min(1000, max(50, 10%)) warmup steps when "
+           "--max-steps shortens the run", "solver", type=bool, cli="negate", module=True),
     Option("weight_decay", 1e-4, "weight decay of every parameter but the norms'", "solver",
            type=float, low=0, cli=None, module=True),
     Option("norm_weight_decay", 0.0, "weight decay of norm parameters", "solver", type=float,
@@ -130,8 +130,8 @@ _OPTIONS = [  # a table: one record per option, kept compact
            type=int, low=1),
     Option("checkpoint_period", None, "write step=N.ckpt every N steps (default: --eval-period)",
            "run", type=int, low=1),
-    Option("precise_bn", True, "do not recompute BN statistics before evaluation (PreciseBN runs "
-           "when bn/sync_bn is used)", "run", type=bool, cli="negate"),
+    Option("precise_bn", True, "recompute BN statistics before each evaluation (PreciseBN, when "
+           "bn/sync_bn is used)", "run", type=bool, cli="negate"),
     Option("precise_bn_iters", 200, "batches for PreciseBN", "run", type=int, low=1),
     Option("log_every_n_steps", 20, "logging interval", "run", type=int, low=1),
     Option("eval_backend", "faster", "faster (faster-coco-eval; pycocotools when it is missing) "
