@@ -14,24 +14,17 @@ Runs go to ``--root`` (default ``runs/study``); see :mod:`reproduction.runner` f
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shlex
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from detnorm.config import write_yaml
-from detnorm.io import write_json_atomic
 from reproduction.runner import (
     CONFIG_DIR,
     cell_config,
     ensure_pretrained,
-    invoke,
     load_study,
-    machine,
     run_cell,
     run_dir,
 )
@@ -62,6 +55,8 @@ def cmd_list(study, args) -> int:
 def cmd_run(study, args) -> int:
     if args.all:
         cells = study.runnable(with_optional=args.with_optional)
+    elif args.stage is not None:
+        cells = study.stage_cells(args.stage, with_optional=args.with_optional)
     else:
         owners = {study.resolve(study.cell(c)).id: None for c in args.cell}
         cells = [study.cell(c) for c in owners]
@@ -105,113 +100,6 @@ def _report_line(i: int, n: int, cell, seed: int, rec: dict) -> int:
     return int(rec["status"] == "failed")
 
 
-def _timed(tool: str, argv: list[str], log: Path) -> float:
-    start = time.perf_counter()
-    if invoke(tool, argv, log, in_process=False) != 0:
-        raise RuntimeError(f"timing probe failed: tools/{tool} {shlex.join(argv)}; see {log}")
-    return time.perf_counter() - start
-
-
-def _one_image_val(study, root: Path, data: str | None, out: Path) -> Path:
-    """A config whose val split is the first val image: training time without evaluation."""
-    from detnorm.data.paths import resolve_data_paths
-    from detnorm.data.synthetic import ensure_default_dataset
-
-    data = study.data_root(root, data)
-    paths = resolve_data_paths(data if data is not None else ensure_default_dataset())
-    coco = json.loads(paths["val_ann"].read_text())
-    first = coco["images"][0]["id"]
-    coco["images"] = coco["images"][:1]
-    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == first]
-    write_json_atomic(out / "val1.json", coco)
-    cfg = {k: str(v) for k, v in paths.items()} | {"val_ann": str(out / "val1.json")}
-    return write_yaml(out / "val1.yaml", cfg)
-
-
-def probe(study, root: Path, steps: tuple[int, int], data: str | None) -> dict:
-    """Time a GN scratch cell (2 images per step): training seconds per image from two step
-    counts evaluated on one image (the slope; start-up and warm-up are the intercept), and the
-    full evaluation as the extra time of the shorter run evaluated on the whole val split.
-    Pretraining seconds per step likewise from two step counts."""
-    base = study.cell("scratch/gn_scratch_1x")
-    out = root / "_probe"
-    shutil.rmtree(out, ignore_errors=True)
-    val1 = _one_image_val(study, root, data, out)
-    times = []
-    for n, extra in ((steps[0], (val1,)), (steps[1], (val1,)), (steps[0], ())):
-        small = dataclasses.replace(study, images_per_cell=2 * n)
-        rec = run_cell(small, base, 0, out / f"train_{n}_{'val1' if extra else 'full'}",
-                       data=data, extra_configs=extra)  # fmt: skip
-        if rec["status"] != "done":
-            raise RuntimeError(f"timing probe failed; see {rec['dir']}/train.log")
-        times.append(rec["seconds"])
-    per_image = (times[1] - times[0]) / (2 * (steps[1] - steps[0]))
-    pre = study.pretrain
-    p_steps = (steps[0], steps[1])
-    p_times = [_timed("pretrain_backbone.py", [*map(str, pre.get("args", [])), "--norm", "gn",
-                      "--max-steps", str(n), "--num-val", "64", "--output-dir",
-                      str(out / f"pretrain_{n}")], out / f"pretrain_{n}.log")
-               for n in p_steps]  # fmt: skip
-    return {"train_steps": list(steps), "train_seconds": times, "seconds_per_image": per_image,
-            "startup_seconds": times[0] - 2 * steps[0] * per_image,
-            "eval_seconds": times[2] - times[0],
-            "overhead_seconds": times[2] - 2 * steps[0] * per_image,
-            "pretrain_steps": list(p_steps), "pretrain_seconds": p_times,
-            "pretrain_seconds_per_step": (p_times[1] - p_times[0]) / (p_steps[1] - p_steps[0]),
-            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-
-
-def cmd_estimate(study, args) -> int:
-    path = args.root / "estimate.json"
-    if args.no_probe and path.is_file():
-        result = json.loads(path.read_text())["probe"]
-    else:
-        result = probe(study, args.root, tuple(args.probe_steps), args.data)
-    rows, total = [], 0.0
-    for cell in study.runnable(with_optional=True):
-        cfg = cell_config(study, cell)
-        images = cfg["max_steps"] * cfg["batch_size"] * cfg.get("devices", 1)
-        extra = cfg["precise_bn_iters"] * cfg["batch_size"] / 3 if cfg.get("norm") == "bn" else 0
-        est = result["overhead_seconds"] + (images + extra) * result["seconds_per_image"]
-        runs = len(study.seeds)
-        rows.append({"cell": cell.id, "steps": cfg["max_steps"], "images": images,
-                     "seconds_per_run": round(est, 1), "runs": runs, "optional": cell.optional})  # fmt: skip
-        total += est * runs / args.jobs if not cell.optional else 0
-    args_list = [str(a) for a in study.pretrain.get("args", [])]
-    at = args_list.index("--max-steps") + 1 if "--max-steps" in args_list else None
-    pre_steps = int(args_list[at]) if at is not None else 1000
-    pre = len(study.pretrain.get("backbones", {})) * pre_steps * result["pretrain_seconds_per_step"]
-    suggestion = None
-    if args.budget_hours:  # total is linear in images_per_cell: solve for the budget
-        fixed = (
-            pre
-            + sum(result["overhead_seconds"] * r["runs"] for r in rows if not r["optional"])
-            / args.jobs
-        )
-        slope = (total + pre - fixed) / study.images_per_cell
-        suggestion = int(max(0.0, args.budget_hours * 3600 - fixed) / slope) // 16 * 16
-    write_json_atomic(path, {"probe": result, "cells": rows, "pretrain_seconds": round(pre),
-                             "suggested_images_per_cell": suggestion, "jobs": args.jobs,
-                             "total_seconds": round(total + pre)}, indent=1)  # fmt: skip
-    print(
-        f"probe: {result['seconds_per_image']:.3f} s per training image, "
-        f"{result.get('startup_seconds', 0):.0f} s start-up and warm-up and "
-        f"{result.get('eval_seconds', 0):.0f} s evaluation per run; machine {result['machine']}"
-    )
-    print("| cell | steps | images | s per run | runs |\n|---|---:|---:|---:|---:|")
-    for r in rows:
-        opt = " (optional)" if r["optional"] else ""
-        print(
-            f"| {r['cell']}{opt} | {r['steps']} | {r['images']} | {r['seconds_per_run']:.0f} | {r['runs']} |"
-        )
-    print(f"pretraining {pre / 60:.0f} min; whole study (without optional cells) "
-          f"{(total + pre) / 3600:.2f} h; wrote {path}")  # fmt: skip
-    if suggestion is not None:
-        print(f"images_per_cell that fits {args.budget_hours:g} h: {suggestion} "
-              f"(configs/study/study.yaml, or --images {suggestion})")  # fmt: skip
-    return 0
-
-
 def cmd_report(study, args) -> int:
     from reproduction.report import write_report
 
@@ -231,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = run.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every cell of study.yaml")
     which.add_argument("--cell", action="append", metavar="FAMILY/CELL", help="repeatable")
+    which.add_argument(
+        "--stage", type=int, metavar="N", help="the families of study.yaml's stage N"
+    )
     run.add_argument("--seed", type=int, action="append", help="repeatable (default: study seeds)")
     run.add_argument("--with-optional", action="store_true", help="also the optional cells")
     run.add_argument(
@@ -246,14 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--in-process", action="store_true", help="detnorm.cli.train.main, no subprocess"
     )
-    est = sub.add_parser("estimate", help="time per cell from a timing probe")
+    est = sub.add_parser("estimate", help="time per cell, per stage and in all")
+    est.add_argument("--probe", action="store_true", help="time a probe even when runs exist")
     est.add_argument("--probe-steps", type=int, nargs=2, default=[8, 24], metavar=("A", "B"))
     est.add_argument(
         "--data", help="dataset root instead of the study's generated dataset (study.yaml: dataset)"
     )
-    est.add_argument("--budget-hours", type=float, default=2.0, help="suggest images_per_cell")
     est.add_argument("--jobs", type=int, default=1, help="as for run --jobs (divides the time)")
-    est.add_argument("--no-probe", action="store_true", help="reuse <root>/estimate.json's probe")
+    est.add_argument("--no-probe", action="store_true", help="reuse <root>/estimate.json's rates")
     rep = sub.add_parser("report", help="tables, plots and REPRODUCTION.md")
     rep.add_argument("--output", type=Path, default=Path("REPRODUCTION.md"))
     return p
@@ -268,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.configs, images=args.images)
+        from reproduction.estimate import cmd_estimate
+
         command = {"list": cmd_list, "run": cmd_run, "estimate": cmd_estimate, "report": cmd_report}
         return command[args.command](study, args)
     except (ValueError, RuntimeError) as e:

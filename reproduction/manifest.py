@@ -7,7 +7,8 @@ the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lis
 ``x``          position on a line plot's x axis (the batch-size sweep's images per step);
 ``config``     detnorm config keys stacked over the family's ``base`` files;
 ``pretrain``   name of a backbone from ``study.yaml`` (``--pretrained`` its ``backbone.pth``);
-``multiple``   training length in units of ``images_per_cell`` (3 for the 3x cells);
+``multiple``   training length in units of ``images_per_cell``: 3 for the 3x cells, a fraction
+               for the equal-steps cells (0.25 at 2 images per step: the steps of an 8-image cell);
 ``optional``   run by ``run --all`` only with ``--with-optional``;
 ``same_as``    another cell whose runs this one reuses (one run, two tables).
 
@@ -44,7 +45,7 @@ class Cell:
     config: dict = field(default_factory=dict)
     x: float | None = None
     pretrain: str | None = None
-    multiple: int = 1
+    multiple: float = 1
     optional: bool = False
     same_as: str | None = None
 
@@ -76,6 +77,13 @@ class Study:
     dataset: dict = field(default_factory=dict)
     notes: str = ""
     summary: str = ""
+    curve: dict = field(default_factory=dict)  # {"seeds": [0], "evals": 4}: AP against steps
+    stages: dict = field(default_factory=dict)  # {1: [family, ...], ...}: one session each
+    claims: list = field(default_factory=list)  # rows of REPRODUCTION.md's claims table
+
+    def curve_evals(self, seed: int) -> int:
+        """How many COCO evaluations a run of ``seed`` makes (1: only the final one)."""
+        return int(self.curve.get("evals", 1)) if seed in self.curve.get("seeds", []) else 1
 
     def data_root(self, root: Path, data: str | None = None) -> str | None:
         """``data`` when given; else the study's generated dataset (``study.yaml``: ``dataset``,
@@ -105,6 +113,14 @@ class Study:
                 raise ValueError(f"same_as forms a cycle at {cell.id}")
             seen.add(cell.id)
         return cell
+
+    def stage_cells(self, stage: int, *, with_optional: bool = False) -> list[Cell]:
+        """The cells that own the runs of stage ``stage``'s families (``same_as`` resolved)."""
+        if stage not in self.stages:
+            raise ValueError(f"unknown stage {stage}; stages: {', '.join(map(str, self.stages))}")
+        owners = {self.resolve(c).id: self.resolve(c) for f in self.stages[stage]
+                  for c in self.families[f].cells.values() if with_optional or not c.optional}  # fmt: skip
+        return list(owners.values())
 
     def runnable(self, *, with_optional: bool = False) -> list[Cell]:
         """Cells that own runs, in manifest order (``same_as`` cells are run by their target)."""
@@ -144,7 +160,7 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                                     label=str(spec.get("label", cell_name)),
                                     config=dict(spec.get("config") or {}), x=spec.get("x"),
                                     pretrain=spec.get("pretrain"),
-                                    multiple=int(spec.get("multiple", 1)),
+                                    multiple=float(spec.get("multiple", 1)),
                                     optional=bool(spec.get("optional", False)),
                                     same_as=spec.get("same_as"))  # fmt: skip
         families[name] = Family(name=name, title=str(data.get("title", name)), path=path,
@@ -158,7 +174,21 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                   families=families, pretrain=dict(manifest.get("pretrain") or {}),
                   dataset=dict(manifest.get("dataset") or {}),
                   notes=str(manifest.get("notes", "")),
-                  summary=str(manifest.get("summary", "")))  # fmt: skip
+                  summary=str(manifest.get("summary", "")),
+                  curve=dict(manifest.get("curve") or {}),
+                  stages={int(k): list(v) for k, v in (manifest.get("stages") or {}).items()},
+                  claims=list(manifest.get("claims") or []))  # fmt: skip
+    from reproduction.claims import MEASURES
+
+    for row in study.claims:
+        if not isinstance(row, dict) or row.get("id") not in MEASURES or "claim" not in row:
+            raise ValueError(f"{config_dir / 'study.yaml'}: claims: each row needs `claim` and an "
+                             f"`id` among {', '.join(MEASURES)}; got {row!r}")  # fmt: skip
+    for stage, names in study.stages.items():
+        unknown = [n for n in names if n not in families]
+        if unknown:
+            raise ValueError(f"{config_dir / 'study.yaml'}: stage {stage}: unknown family "
+                             f"{unknown[0]!r}; families: {', '.join(families)}")  # fmt: skip
     backbones = study.pretrain.get("backbones", {})
     for cell_id in study.cell_ids():
         cell = study.cell(cell_id)

@@ -230,27 +230,32 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                 gaps.append(dn[0])
                 out.append(f"{study.cell(f'{fid}/{pre}').label} − {study.cell(f'{fid}/{scr}').label}: "
                            f"{dn[0]:+.1f} box AP (noise ±{dn[1]:.1f}).")  # fmt: skip
-        if len(gaps) == 2:
-            agree = gaps[1] < gaps[0]
+        if len(gaps) == len(a["pairs"]) and len(gaps) >= 2:
+            agree = gaps[-1] < gaps[0]
             out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: the gap "
                        f"{'shrinks' if agree else 'does not shrink'} from {gaps[0]:.1f} to "
-                       f"{gaps[1]:.1f} box AP with the 3x schedule.")  # fmt: skip
+                       f"{gaps[-1]:.1f} box AP with the longest schedule.")  # fmt: skip
     return " ".join(out)
 
 
 def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write REPRODUCTION.md at ``output`` and its PNGs in ``<output dir>/docs/study/``."""
+    from reproduction.curves import family_curves, plateau_text, plot_curves
     from reproduction.report_text import render
 
     root, output = Path(root), Path(output)
     results = collect(study, root)
     sections = []
     for family in study.families.values():
-        png = _plot(family, results, output.parent / "docs" / "study" / f"{family.name}.png")
+        docs = output.parent / "docs" / "study"
+        png = _plot(family, results, docs / f"{family.name}.png")
+        curves = family_curves(study, family, root)
+        curve_png = plot_curves(study, family, curves, docs / f"{family.name}_curves.png")
         text = " ".join(
             t for t in (analyse(study, family, results), _failures(family, results)) if t
         )
-        sections.append((family, _table(study, family, results), png, text))
+        sections.append((family, _table(study, family, results), [p for p in (png, curve_png) if p],
+                         " ".join(t for t in (text, plateau_text(study, family, curves)) if t)))  # fmt: skip
     text = render(study, root, output, results, sections)
     records = run_records(study, root)
     if records:

@@ -15,16 +15,16 @@ NOT_RUN = "not yet run"
 
 CAVEATS = """\
 Why a small-scale result can differ from the paper's (reasons to weigh, not findings):
-- the data are a few thousand synthetic 128 px images with 6 shape classes in clean scenes, not
-  COCO's 118k images and 80 classes;
-- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for 0.3-0.9 epochs and a few hundred
-  steps, against ResNet-50 at 800 px for 12-37 epochs and 90k-270k steps, so every model here is
-  far from converged and absolute APs are low;
-- every cell sees the same number of images, so a larger batch means fewer steps; in a schedule
-  this short that alone favours small batches for every norm, which is why the batch sweep is
-  read as BN against GN at each batch size rather than as each curve's slope;
-- the "pretrained" backbones learned a 6-class shape task for about 20 CPU-minutes (top-1 above),
-  not ImageNet;
+- the detection data are 2000 synthetic ~128 px images with 6 shape classes, each with its own
+  hue, in clean scenes, not COCO's 118k images and 80 classes; the classification data are
+  32 px scenes with 8 fill-pattern classes, not ImageNet;
+- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for one epoch of those images (3 and 6
+  for the long schedules), 250-6000 steps, against ResNet-50 at 800 px for 12-37 COCO epochs
+  and 90k-270k steps; the AP-against-steps plots show how flat each run is at its end;
+- one process: the images per step are also BN's batch, where the paper's batch per GPU is an
+  eighth of its step;
+- the "pretrained" backbones learned a 6-class shape task for about 20 CPU-minutes (top-1 under
+  "Plan and cost"), not ImageNet;
 - GN's 32 groups on 64-channel FPN and head layers leave 2 channels per group, close to IN there;
 - AP differences smaller than the seed-to-seed spread (the ± values) are noise.
 """
@@ -70,25 +70,49 @@ def _backbones(root: Path) -> list[str]:
     return lines
 
 
+def _embedded() -> dict:
+    from detnorm.data.synthetic import DEFAULTS
+
+    return DEFAULTS
+
+
 def _plan(study: Study, root: Path, results) -> str:
     runnable = study.runnable()
     runs = len(runnable) * len(study.seeds)
     cfg = cell_config(study, runnable[0])
-    n_train = study.dataset.get("num_train", 400)
+    n_train = (
+        study.dataset.get("num_train", 400) if study.dataset else int(_embedded()["num_train"])
+    )
     data = (f"the study's generated dataset ({_dataset_text(study.dataset)})" if study.dataset
-            else "the embedded dataset")  # fmt: skip
+            else f"the embedded dataset ({_dataset_text(_embedded())}, each class with its own hue)")  # fmt: skip
+    curve = study.curve
+    stages = "; ".join(f"stage {k}: {', '.join(v)}" for k, v in study.stages.items())
     lines = [
         "## Plan and cost",
         "",
         f"- Cells: {len(runnable)} that own runs (plus {len(study.cell_ids()) - len(study.runnable(with_optional=True))} "
         f"that reuse another cell's runs, and {len(study.runnable(with_optional=True)) - len(runnable)} optional), "
-        f"seeds {', '.join(map(str, study.seeds))}: {runs} training runs.",
+        f"seeds {', '.join(map(str, study.seeds))}: {runs} training runs."
+        + (
+            f" Stages, one session of this machine each (`tools/study.py run --stage N`): {stages}."
+            if stages
+            else ""
+        ),
         f"- Data: {data}.",
         f"- Every 1x cell sees {study.images_per_cell} training images "
         f"({study.images_per_cell / n_train:.2f} epochs of the {n_train} training images); "
         f"steps = images / images per step, LR = {cfg.get('base_lr', 0.02):g} × images per step / "
-        "16, so the batch-size sweep compares equal epochs. 3x cells see three times the images "
-        "with the 3x milestones.",
+        "16. The equal-steps cells take the steps of an 8-image cell; 3x and 6x cells see three "
+        "and six times the images with the 3x schedule's decay points.",
+        *(
+            [
+                f"- Seed{'s' if len(curve['seeds']) > 1 else ''} {', '.join(map(str, curve['seeds']))} of every cell "
+                f"evaluate{'s' if len(curve['seeds']) == 1 else ''} {curve.get('evals', 1)} times during training (AP against steps); "
+                "the other seeds once, at the end."
+            ]
+            if curve.get("seeds")
+            else []
+        ),
         f"- Model: {_model_text(cfg)}.",
         "- Configs: `configs/study/` (`study.yaml`, one file per experiment, `base.yaml`).",
         "- Whole study: `.venv/bin/python tools/study.py run --all --jobs 2 && .venv/bin/python "
@@ -146,21 +170,20 @@ def _plan(study: Study, root: Path, results) -> str:
     est = root / "estimate.json"
     if est.is_file():
         e = json.loads(est.read_text())
-        p = e["probe"]
+        r, m = e["rates"], e["rates"].get("machine", {})
+        stages = "; ".join(f"stage {k} {v / 3600:.1f} h" for k, v in e.get("stages", {}).items())
         lines += [
-            f"Timing probe (`tools/study.py estimate`, {p.get('date', '?')}, {p['machine'].get('cpu_count')} CPUs, "
-            f"load average {p['machine'].get('loadavg')}{_shared(p['machine'])}, "
-            f"OMP threads {p['machine'].get('omp_num_threads') or 'default'}): {p['seconds_per_image']:.3f} s per training image, "
-            f"{p.get('startup_seconds', 0):.0f} s start-up and warm-up plus {p.get('eval_seconds', 0):.0f} s "
-            "COCO evaluation (100 val images, untrained model) per run, "
-            f"{p['pretrain_seconds_per_step']:.2f} s per pretraining step. Estimated total: "
-            f"{e['total_seconds'] / 3600:.1f} h ({e['pretrain_seconds'] / 60:.0f} min of it pretraining) "
-            f"at {sum(r['runs'] for r in e['cells'] if not r['optional'])} runs, {e.get('jobs', 1)} at a time; images_per_cell that "
-            f"fits the budget: {e.get('suggested_images_per_cell')}.",
+            f"Estimate (`tools/study.py estimate --jobs {e.get('jobs', 1)}`, {r.get('date', '?')}, rates from "
+            f"{r.get('source', '?')}, {m.get('cpu_count')} CPUs): {r['seconds_per_image']:.3f} s per training "
+            f"image, {r['overhead_seconds']:.0f} s per run (start-up and the final evaluation), "
+            f"{r.get('extra_eval_seconds', 0):.0f} s per extra evaluation, "
+            f"{sum(v for v in e['pretrain_seconds'].values() if v) / 60:.0f} process-minutes of pretraining. "
+            f"Whole detection study: {e['total_seconds'] / 3600:.1f} h of wall time at "
+            f"{e.get('jobs', 1)} runs at a time ({stages}).",
             "",
         ]  # fmt: skip
     elif not timed:
-        lines += ["Timing probe: not yet run (`tools/study.py estimate`).", ""]
+        lines += ["Estimate: not yet made (`tools/study.py estimate --jobs 2`).", ""]
     return "\n".join(lines)
 
 
@@ -178,11 +201,18 @@ def classification_section(source: Path = CLASSIFICATION) -> str:
     title = lines[0].lstrip("# ").strip()
     body = [("#" + line) if line.startswith("## ") else line for line in lines[1:]]
     body = [line.replace("](classification", "](docs/study/classification") for line in body]
-    return "\n".join([CLASSIFICATION_START, f"## Classification: {title}", *body,
+    return "\n".join([CLASSIFICATION_START, f"## 1. Classification: {title}", *body,
                       CLASSIFICATION_END, ""])  # fmt: skip
 
 
+def _data_name(study: Study) -> str:
+    return "the study's generated data" if study.dataset else "the embedded data"
+
+
 def render(study: Study, root: Path, output: Path, results, sections) -> str:
+    from reproduction.claims import claims_table
+
+    claims = claims_table(study, results, CLASSIFICATION.with_suffix(".json"))
     done = sum(r.n for cid, r in results.items() if not study.cell(cid).same_as)
     head = [
         "# Reproducing the GN paper at small scale",
@@ -195,6 +225,7 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
         "",
         f"Runs finished: {done}." if done else "**Not yet run**: no run of the study has finished.",
         "",
+        *(["## The paper's claims", "", claims, ""] if claims else []),
         *(
             ["**Summary.** " + " ".join(study.summary.split()), ""]
             if done and study.summary.strip()
@@ -204,11 +235,12 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
         _plan(study, root, results),
     ]
     body = []
-    for i, (family, table, png, analysis) in enumerate(sections, 1):
+    first = 2 if classification_section() else 1
+    for i, (family, table, pngs, analysis) in enumerate(sections, first):
         body += [f"## {i}. {family.title}", "", "**Paper.**", "", family.paper.strip(), "",
-                 "**Small scale (this toolkit, the study's generated data, box / mask AP mean ± std over seeds).**",
+                 f"**Small scale (this toolkit, {_data_name(study)}, box / mask AP mean ± std over seeds).**",
                  "", table, ""]  # fmt: skip
-        if png is not None:
+        for png in pngs:
             body += [f"![{family.title}]({_rel(png, output.parent)})", ""]
         body += [f"**Agreement.** {analysis}", ""]
         first = next(iter(family.cells.values()))

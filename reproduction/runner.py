@@ -29,8 +29,9 @@ __all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensu
            "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
 
 
-def cell_config(study: Study, cell: Cell) -> dict:
-    """The detnorm config of ``cell``: family base files, then the cell's keys, then max_steps."""
+def cell_config(study: Study, cell: Cell, seed: int | None = None) -> dict:
+    """The detnorm config of ``cell``: family base files, then the cell's keys, then max_steps
+    (and, for the seeds of ``study.yaml``'s ``curve``, evaluations spread over the run)."""
     cfg: dict = {}
     for base in study.families[cell.family].base:
         cfg = merge(cfg, load_yaml(base))
@@ -38,14 +39,17 @@ def cell_config(study: Study, cell: Cell) -> dict:
     per_step = (
         int(cfg.get("batch_size", 2)) * int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
     )
-    cfg["max_steps"] = max(1, study.images_per_cell * cell.multiple // per_step)
+    cfg["max_steps"] = max(1, round(study.images_per_cell * cell.multiple / per_step))
+    evals = study.curve_evals(seed) if seed is not None else 1
+    if evals > 1:
+        cfg["eval_period"] = max(1, cfg["max_steps"] // evals)
     cfg["name"] = cell.id.replace("/", "_")
     return cfg
 
 
-def validate_cell(study: Study, cell: Cell, directory: Path) -> dict:
+def validate_cell(study: Study, cell: Cell, directory: Path, seed: int | None = None) -> dict:
     """Write ``cell``'s config to ``directory/cell.yaml`` and resolve it with ``build_config``."""
-    path = write_yaml(Path(directory) / "cell.yaml", cell_config(study, cell))
+    path = write_yaml(Path(directory) / "cell.yaml", cell_config(study, cell, seed))
     return build_config([path])
 
 
@@ -129,7 +133,7 @@ def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | Non
     if out.exists():  # an unfinished run: start it again from the beginning
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cfg = validate_cell(study, cell, out)
+    cfg = validate_cell(study, cell, out, seed)
     in_process = in_process and cfg["devices"] * cfg["num_nodes"] == 1  # DDP relaunches argv
     argv = ["--config", str(out / "cell.yaml")]
     for extra in extra_configs:

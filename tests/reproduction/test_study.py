@@ -14,6 +14,7 @@ from detnorm.config import build_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from reproduction.cli import main  # noqa: E402
+from reproduction.curves import read_curve  # noqa: E402
 from reproduction.report import collect, mean_std  # noqa: E402
 from reproduction.runner import cell_config, load_study, run_dir, validate_cell  # noqa: E402
 
@@ -36,6 +37,14 @@ def test_every_cell_resolves(tmp_path):
         per_step = cfg["batch_size"] * cfg["devices"]
         assert cfg["max_steps"] * per_step == study.images_per_cell * cell.multiple
         assert cfg["eval_period"] is None and cfg["depth"] == 18
+        curve = cell_config(study, cell, study.curve["seeds"][0])
+        assert curve["eval_period"] == curve["max_steps"] // study.curve["evals"]
+        assert cell_config(study, cell, 1)["eval_period"] is None  # other seeds: at the end
+    steps = [
+        cell_config(study, study.resolve(study.cell(f"batch_steps/gn_b{b}"))) for b in (8, 4, 2)
+    ]
+    assert len({c["max_steps"] for c in steps}) == 1  # equal steps: an 8-image cell's
+    assert [c["batch_size"] for c in steps] == [8, 4, 2]
     sweep = [cell_config(study, study.cell(f"batch_sweep/bn_b{b}")) for b in (8, 4, 2, 1)]
     assert [c["max_steps"] * c["batch_size"] for c in sweep] == [study.images_per_cell] * 4
     assert study.resolve(study.cell("placement/gn_all")).id == "batch_sweep/gn_b2"
@@ -65,7 +74,9 @@ def test_run_one_cell_with_pretraining(tiny, capsys):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert metrics["step"] == 2 and config["max_steps"] == 2 and config["seed"] == 0
     assert config["pretrained"] == str(root / "pretrain" / "gn" / "backbone.pth")
-    assert config["backbone_norm"] == "gn" and config["lr"] == pytest.approx(0.04 * 2 / 16)
+    assert config["backbone_norm"] == "gn" and config["lr"] == pytest.approx(0.16 * 2 / 16)
+    assert config["eval_period"] == 1  # seed 0 is a curve seed: evaluations during training
+    assert [p["step"] for p in read_curve(out)] == [1, 2]
     record = json.loads((out / "study.json").read_text())
     assert record["status"] == "done" and record["seconds"] > 0
     assert not (out / "checkpoints").exists()
@@ -118,7 +129,7 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
         png = tmp_path / "docs" / "study" / f"{family}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](docs/study/{family}.png)" in text
-    assert not (tmp_path / "docs" / "study" / "groups.png").exists()
+    assert not (tmp_path / "docs" / "study" / "batch_steps.png").exists()  # no runs: no plot
     assert "38.5" in text and "not yet run" in text  # the paper's numbers beside ours
     runs = json.loads((tmp_path / "docs" / "study" / "runs.json").read_text())
     assert sorted((r["cell"], r["seed"], r["box_ap"]) for r in runs) == [
@@ -134,7 +145,7 @@ def test_report_without_runs_says_not_yet_run(tmp_path):
     assert main(["--root", str(tmp_path / "none"), "report", "--output", str(output)]) == 0
     text = output.read_text()
     assert "**Not yet run**: no run of the study has finished." in text
-    assert text.count("Small-scale result: not yet run.") == 4
+    assert text.count("Small-scale result: not yet run.") == len(load_study().families)
     rows = [line for line in text.splitlines() if line.startswith(("| batch_sweep/", "| groups/"))]
     assert len(rows) == 16 and all(r.count("not yet run") == 2 for r in rows)
     assert "Agrees" not in text and "agree with" not in text
@@ -164,7 +175,7 @@ def test_report_verdicts_come_from_the_measured_numbers(tmp_path):
 def test_study_dataset_is_generated_once_and_passed_to_runs(tmp_path):
     """study.yaml's ``dataset`` makes <root>/data with those generator keywords; --data wins."""
     study = load_study()
-    assert study.dataset, "the study runs on its own generated dataset"
+    assert not study.dataset, "the study runs on the embedded dataset, the main job's"
     study.dataset = {"num_train": 3, "num_val": 2, "image_size": 48, "objects": (1, 2)}
     root = tmp_path / "runs"
     data = study.data_root(root)

@@ -1,0 +1,175 @@
+"""The claims table at the top of REPRODUCTION.md: the paper's number, ours, and a verdict.
+
+``study.yaml``'s ``claims`` lists the rows: ``id`` (a measure below), ``claim``, ``paper`` (the
+published figure, quoted), ``section`` (where the evidence is) and optional ``reason`` (why a
+row that does not agree differs, written from the measured runs). The "ours" column and the
+verdict are computed here from the runs (detection) and from ``docs/study/classification.json``
+(the classification sweep). A difference counts only when it exceeds the seed-to-seed noise: the
+combined sample standard deviation of the two means.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["MEASURES", "claims_table"]
+
+NOT_RUN = "not yet run"
+VERDICT = {"yes": "agrees", "partly": "partly", "no": "does not agree", None: NOT_RUN}
+
+
+def _cls_rows(path: Path) -> dict[tuple[str, int], tuple[float, float]]:
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return {(r["label"], int(r["batch"])): (r["mean"], r["std"]) for r in rows if r.get("n")}
+
+
+def _gap(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """b - a and its noise."""
+    return b[0] - a[0], math.hypot(a[1], b[1])
+
+
+def cls_bn_small_batch(ctx):
+    rows = ctx["classification"]
+    if not {("BN", 32), ("BN", 4), ("BN", 2)} <= set(rows):
+        return NOT_RUN, None
+    (d2, n2), (d4, n4) = _gap(rows["BN", 32], rows["BN", 2]), _gap(rows["BN", 32], rows["BN", 4])
+    ours = (
+        f"{rows['BN', 32][0]:.1f} → {rows['BN', 4][0]:.1f} → {rows['BN', 2][0]:.1f} % (32 → 4 → 2)"
+    )
+    return ours, ("yes" if d2 > n2 and d4 > n4 else "partly" if d2 > n2 else "no")
+
+
+def cls_gn_flat(ctx):
+    rows = ctx["classification"]
+    gn = sorted((b, m) for (label, b), m in rows.items() if label == "GN")
+    if len(gn) < 2:
+        return NOT_RUN, None
+    d, noise = _gap(gn[-1][1], gn[0][1])  # smallest batch minus largest
+    ours = f"{gn[-1][1][0]:.1f} → {gn[0][1][0]:.1f} % ({gn[-1][0]} → {gn[0][0]})"
+    return ours, "yes" if d <= noise else "no"
+
+
+def cls_gn_vs_bn(ctx):
+    rows = ctx["classification"]
+    if not {("BN", 32), ("GN", 32)} <= set(rows):
+        return NOT_RUN, None
+    d, noise = _gap(rows["BN", 32], rows["GN", 32])
+    ours = (
+        f"GN {rows['GN', 32][0]:.1f} against BN {rows['BN', 32][0]:.1f} % ({d:+.1f} ± {noise:.1f})"
+    )
+    return ours, "yes" if d <= 1.0 + noise else "no"
+
+
+def cls_precise_bn(ctx):
+    rows = ctx["classification"]
+    if not {("BN", 2), ("BN (PreciseBN)", 2)} <= set(rows):
+        return NOT_RUN, None
+    d, noise = _gap(rows["BN", 2], rows["BN (PreciseBN)", 2])
+    ours = f"{rows['BN', 2][0]:.1f} % EMA against {rows['BN (PreciseBN)', 2][0]:.1f} % PreciseBN"
+    return ours, "yes" if d < -noise else "no"
+
+
+def _stat(ctx, cell_id):
+    r = ctx["results"].get(cell_id)
+    return r.stat("bbox") if r is not None and r.n else None
+
+
+def _batch(family: str):
+    def measure(ctx):
+        s = {(n, b): _stat(ctx, f"{family}/{n}_b{b}") for n in ("bn", "gn") for b in (8, 2)}
+        if any(v is None for v in s.values()):
+            return NOT_RUN, None
+        (db, nb), (dg, ng) = _gap(s["bn", 2], s["bn", 8]), _gap(s["gn", 2], s["gn", 8])
+        ours = (f"BN {s['bn', 8][0]:.1f} → {s['bn', 2][0]:.1f}, GN {s['gn', 8][0]:.1f} → "
+                f"{s['gn', 2][0]:.1f} box AP (8 → 2 images per step)")  # fmt: skip
+        if db > nb and db > dg + math.hypot(nb, ng):
+            return ours, "yes"
+        return ours, "partly" if db > dg + math.hypot(nb, ng) else "no"
+
+    return measure
+
+
+def det_bn_vs_frozen(ctx):
+    bn, frozen = _stat(ctx, "batch_sweep/bn_b2"), _stat(ctx, "batch_sweep/frozen_bn_b2")
+    if bn is None or frozen is None:
+        return NOT_RUN, None
+    d, noise = _gap(frozen, bn)
+    return f"{d:+.1f} ± {noise:.1f} box AP", "yes" if d < -noise else "no"
+
+
+def det_placement(ctx):
+    ids = [f"placement/{c}" for c in
+           ("bn_star_2fc", "bn_star_gn_head", "gn_backbone_gn_head", "gn_all")]  # fmt: skip
+    stats = [_stat(ctx, ctx["study"].resolve(ctx["study"].cell(i)).id) for i in ids]
+    if any(s is None for s in stats):
+        return NOT_RUN, None
+    steps = [_gap(a, b) for a, b in zip(stats, stats[1:], strict=False)]
+    ours = " → ".join(f"{s[0]:.1f}" for s in stats) + " box AP"
+    ends = _gap(stats[0], stats[-1])
+    if ends[0] > ends[1] and all(d >= -n for d, n in steps):
+        return ours, "yes"
+    return ours, "partly" if ends[0] > ends[1] else "no"
+
+
+def det_groups(ctx):
+    names = {"ln": "G=1", "gn8": "G=8", "gn32": "G=32", "in": "G=C"}
+    study = ctx["study"]
+    stats = {k: _stat(ctx, study.resolve(study.cell(f"groups/{k}")).id) for k in names}
+    if any(s is None for s in stats.values()):
+        return NOT_RUN, None
+    ours = ", ".join(f"{names[k]} {s[0]:.1f}" for k, s in stats.items()) + " box AP"
+    best = max(stats, key=lambda k: stats[k][0])
+    worst = min(stats, key=lambda k: stats[k][0])
+    in_gap = _gap(stats["in"], max(stats.values()))
+    if best in ("gn8", "gn32") and worst == "in" and in_gap[0] > in_gap[1]:
+        return ours, "yes"
+    return ours, "partly" if worst == "in" or best in ("gn8", "gn32") else "no"
+
+
+def det_scratch(ctx):
+    study = ctx["study"]
+    gaps = []
+    for m in ("1x", "3x", "6x"):
+        pre = _stat(ctx, study.resolve(study.cell(f"scratch/gn_pretrained_{m}")).id)
+        scr = _stat(ctx, f"scratch/gn_scratch_{m}")
+        if pre is None or scr is None:
+            return NOT_RUN, None
+        gaps.append(_gap(scr, pre))
+    ours = (
+        "pretrained − scratch " + " → ".join(f"{d:.1f}" for d, _ in gaps) + " box AP (1x → 3x → 6x)"
+    )
+    closes = gaps[0][0] - gaps[-1][0] > math.hypot(gaps[0][1], gaps[-1][1])
+    return ours, "yes" if closes and gaps[1][0] <= gaps[0][0] else "partly" if closes else "no"
+
+
+MEASURES = {
+    "cls_bn_small_batch": cls_bn_small_batch,
+    "cls_gn_flat": cls_gn_flat,
+    "cls_gn_vs_bn": cls_gn_vs_bn,
+    "cls_precise_bn": cls_precise_bn,
+    "det_batch_images": _batch("batch_sweep"),
+    "det_batch_steps": _batch("batch_steps"),
+    "det_bn_vs_frozen": det_bn_vs_frozen,
+    "det_placement": det_placement,
+    "det_groups": det_groups,
+    "det_scratch": det_scratch,
+}
+
+
+def claims_table(study, results, classification: Path) -> str:
+    """The markdown table of ``study.claims``; empty when the study lists none."""
+    if not study.claims:
+        return ""
+    ctx = {"study": study, "results": results, "classification": _cls_rows(classification)}
+    lines = ["| claim | paper | ours (this machine) | verdict | why it differs | evidence |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in study.claims:
+        ours, verdict = MEASURES[row["id"]](ctx)
+        why = " ".join(str(row.get("reason", "")).split()) if verdict in ("no", "partly") else ""
+        lines.append(f"| {row['claim']} | {row['paper']} | {ours} | {VERDICT[verdict]} | {why} | "
+                     f"{row.get('section', '')} |")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""AP against training steps for the study's curve seeds (``study.yaml``: ``curve``).
+
+The runs of those seeds evaluate several times during training. Their ``metrics.csv`` holds
+one validation row per evaluation, and this module reads those rows back. It plots one line per
+cell of a family, and it measures how much each run still gained over the last stretch of its
+schedule. That gain is the report's evidence of a plateau.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from detnorm.analysis.compare import read_metrics_csv
+from detnorm.io import atomic_write
+from reproduction.runner import Study, run_dir
+
+__all__ = ["family_curves", "last_gain", "plateau_text", "plot_curves", "read_curve"]
+
+TAGS = {"bbox": "val/bbox_AP", "segm": "val/segm_AP"}
+
+
+def read_curve(directory: Path) -> list[dict]:
+    """``[{"step", "bbox", "segm"}, ...]`` for every evaluation in ``directory/metrics.csv``
+    (empty when there is none). Lightning logs the evaluation after optimizer step N at N - 1."""
+    path = Path(directory) / "metrics.csv"
+    if not path.is_file():
+        return []
+    series = read_metrics_csv(path)
+    if TAGS["bbox"] not in series:
+        return []
+    steps, box = series[TAGS["bbox"]]
+    mask = dict(zip(*series.get(TAGS["segm"], ([], [])), strict=True))
+    return [{"step": int(s) + 1, "bbox": float(b), "segm": float(mask.get(s, float("nan")))}
+            for s, b in zip(steps, box, strict=True)]  # fmt: skip
+
+
+def family_curves(study: Study, family, root: Path) -> dict[str, list[dict]]:
+    """``{cell id: curve}`` for the first curve seed, for the cells whose run has two or more
+    evaluations (``same_as`` cells show their target's run)."""
+    seeds = study.curve.get("seeds") or []
+    if not seeds:
+        return {}
+    out = {}
+    for cell in family.cells.values():
+        curve = read_curve(run_dir(root, study.resolve(cell), seeds[0]))
+        if len(curve) >= 2:
+            out[cell.id] = curve
+    return out
+
+
+def _name(cell) -> str:
+    return cell.label if cell.x is None else f"{cell.label} at {cell.x:g}"
+
+
+def last_gain(curve: list[dict], iou: str = "bbox") -> float:
+    """AP at the last evaluation minus AP at the one before it."""
+    return curve[-1][iou] - curve[-2][iou]
+
+
+def plateau_text(study: Study, family, curves: dict[str, list[dict]]) -> str:
+    """A sentence with each curve's gain over the last stretch of its run."""
+    if not curves:
+        return ""
+    seed = study.curve["seeds"][0]
+    parts = []
+    for cell_id, curve in curves.items():
+        steps = f"{curve[-2]['step']}→{curve[-1]['step']}"
+        parts.append(f"{_name(study.cell(cell_id))} {last_gain(curve):+.1f} ({steps})")
+    biggest = max(abs(last_gain(c)) for c in curves.values())
+    return (f"Plateau (seed {seed}, box AP gained between the last two evaluations of each run): "
+            f"{', '.join(parts)}; largest change {biggest:.1f} AP.")  # fmt: skip
+
+
+def plot_curves(study: Study, family, curves: dict[str, list[dict]], path: Path) -> Path | None:
+    """Box and mask AP against steps, one line per cell; ``None`` when there are no curves."""
+    if not curves:
+        return None
+    fig = Figure(figsize=(10, 4))
+    for k, (iou, title) in enumerate((("bbox", "box AP"), ("segm", "mask AP"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for cell_id, curve in curves.items():
+            ax.plot([p["step"] for p in curve], [p[iou] for p in curve], marker="o",
+                    label=_name(study.cell(cell_id)))  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{title} (seed {study.curve['seeds'][0]})")
+        ax.set_title(f"{title} against steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{family.title}: AP during training", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    return path

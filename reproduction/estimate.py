@@ -1,0 +1,191 @@
+"""``tools/study.py estimate``: the study's time on this machine, per cell, per stage, in all.
+
+The rates come from the study's own finished runs under ``--root`` when at least three exist:
+a least-squares line of each run's wall seconds against its training images and its extra
+evaluations (the curve seeds evaluate several times), over the runs made with one thread.
+Without runs, a timing probe measures them: a GN cell at two step counts evaluated on one image
+(the slope is the time per image), and once more on the whole val split (the evaluation).
+Pretraining takes the recorded time of each backbone already pretrained, else the probe's time
+per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from detnorm.config import write_yaml
+from detnorm.io import write_json_atomic
+from reproduction.runner import cell_config, invoke, machine, run_cell, run_dir
+
+__all__ = ["cmd_estimate", "measured_rates", "probe"]
+
+
+def _timed(tool: str, argv: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    if invoke(tool, argv, log, in_process=False) != 0:
+        raise RuntimeError(f"timing probe failed: tools/{tool} {shlex.join(argv)}; see {log}")
+    return time.perf_counter() - start
+
+
+def _one_image_val(study, root: Path, data: str | None, out: Path) -> Path:
+    """A config whose val split is the first val image: training time without evaluation."""
+    from detnorm.data.paths import resolve_data_paths
+    from detnorm.data.synthetic import ensure_default_dataset
+
+    data = study.data_root(root, data)
+    paths = resolve_data_paths(data if data is not None else ensure_default_dataset())
+    coco = json.loads(paths["val_ann"].read_text())
+    first = coco["images"][0]["id"]
+    coco["images"] = coco["images"][:1]
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] == first]
+    write_json_atomic(out / "val1.json", coco)
+    cfg = {k: str(v) for k, v in paths.items()} | {"val_ann": str(out / "val1.json")}
+    return write_yaml(out / "val1.yaml", cfg)
+
+
+def probe(study, root: Path, steps: tuple[int, int], data: str | None) -> dict:
+    """Time a GN scratch cell (2 images per step): training seconds per image from two step
+    counts evaluated on one image (the slope; start-up and warm-up are the intercept), and the
+    full evaluation as the extra time of the shorter run evaluated on the whole val split.
+    Pretraining seconds per step likewise from two step counts."""
+    base = study.cell("scratch/gn_scratch_1x")
+    out = root / "_probe"
+    shutil.rmtree(out, ignore_errors=True)
+    val1 = _one_image_val(study, root, data, out)
+    times = []
+    for n, extra in ((steps[0], (val1,)), (steps[1], (val1,)), (steps[0], ())):
+        small = dataclasses.replace(study, images_per_cell=2 * n)
+        rec = run_cell(small, base, 0, out / f"train_{n}_{'val1' if extra else 'full'}",
+                       data=data, extra_configs=extra)  # fmt: skip
+        if rec["status"] != "done":
+            raise RuntimeError(f"timing probe failed; see {rec['dir']}/train.log")
+        times.append(rec["seconds"])
+    per_image = (times[1] - times[0]) / (2 * (steps[1] - steps[0]))
+    pre = study.pretrain
+    p_steps = (steps[0], steps[1])
+    p_times = [_timed("pretrain_backbone.py", [*map(str, pre.get("args", [])), "--norm", "gn",
+                      "--max-steps", str(n), "--num-val", "64", "--output-dir",
+                      str(out / f"pretrain_{n}")], out / f"pretrain_{n}.log")
+               for n in p_steps]  # fmt: skip
+    return {"train_steps": list(steps), "train_seconds": times, "seconds_per_image": per_image,
+            "startup_seconds": times[0] - 2 * steps[0] * per_image,
+            "eval_seconds": times[2] - times[0],
+            "overhead_seconds": times[2] - 2 * steps[0] * per_image,
+            "pretrain_steps": list(p_steps), "pretrain_seconds": p_times,
+            "pretrain_seconds_per_step": (p_times[1] - p_times[0]) / (p_steps[1] - p_steps[0]),
+            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+
+
+def _images(cfg: dict) -> int:
+    return cfg["max_steps"] * cfg["batch_size"] * cfg.get("devices", 1)
+
+
+def measured_rates(study, root: Path) -> dict | None:
+    """Seconds per training image, per extra evaluation and per run (start-up and the final
+    evaluation) fitted to the finished single-thread runs; None with fewer than three."""
+    rows, seconds = [], []
+    for cell in study.runnable(with_optional=True):
+        for seed in study.seeds:
+            path = run_dir(root, cell, seed) / "study.json"
+            if not path.is_file():
+                continue
+            rec = json.loads(path.read_text())
+            if (
+                rec.get("status") != "done"
+                or (rec.get("machine") or {}).get("omp_num_threads") != "1"
+            ):
+                continue
+            cfg = cell_config(study, cell, seed)
+            rows.append([1.0, _images(cfg), study.curve_evals(seed) - 1])
+            seconds.append(float(rec["seconds"]))
+    if len(rows) < 3:
+        return None
+    x = np.array(rows, dtype=float)
+    if not x[:, 2].any():
+        x = x[:, :2]
+    coef = np.linalg.lstsq(x, np.array(seconds), rcond=None)[0]
+    return {"source": f"{len(rows)} finished runs (one thread each)",
+            "overhead_seconds": float(coef[0]), "seconds_per_image": float(coef[1]),
+            "extra_eval_seconds": float(coef[2]) if len(coef) > 2 else 0.0,
+            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+
+
+def _pretrain_seconds(study, root: Path, rates: dict) -> dict[str, float | None]:
+    """Each backbone's pretraining seconds: recorded when it exists, else its steps at the
+    probe's time per step or, without a probe, at the recorded backbones' mean (None: unknown)."""
+    done, todo = {}, {}
+    for name, extra in study.pretrain.get("backbones", {}).items():
+        meta = Path(root) / "pretrain" / name / "backbone.pth.json"
+        if meta.is_file():
+            m = json.loads(meta.read_text())
+            done[name] = (float(m.get("train_seconds", 0.0)), int(m.get("steps") or 0))
+            continue
+        args = [str(a) for a in (*study.pretrain.get("args", []), *extra)]
+        at = len(args) - 1 - args[::-1].index("--max-steps") if "--max-steps" in args else None
+        todo[name] = int(args[at + 1]) if at is not None else 1000
+    per_step = rates.get("pretrain_seconds_per_step")
+    if per_step is None and any(steps for _, steps in done.values()):
+        per_step = sum(s for s, _ in done.values()) / sum(n for _, n in done.values())
+    out: dict[str, float | None] = {name: secs for name, (secs, _) in done.items()}
+    out.update({name: steps * per_step if per_step else None for name, steps in todo.items()})
+    return out
+
+
+def cmd_estimate(study, args) -> int:
+    path = args.root / "estimate.json"
+    rates = None
+    if args.no_probe and path.is_file():
+        rates = json.loads(path.read_text())["rates"]
+    elif not args.probe:
+        rates = measured_rates(study, args.root)
+    if rates is None:
+        rates = probe(study, args.root, tuple(args.probe_steps), args.data)
+        rates["source"] = "timing probe"
+        rates["extra_eval_seconds"] = rates["eval_seconds"]
+    rows = []
+    for cell in study.runnable(with_optional=True):
+        cfg = cell_config(study, cell)
+        runs = [rates["overhead_seconds"] + _images(cfg) * rates["seconds_per_image"]
+                + (study.curve_evals(s) - 1) * rates["extra_eval_seconds"] for s in study.seeds]  # fmt: skip
+        rows.append({"cell": cell.id, "steps": cfg["max_steps"], "images": _images(cfg),
+                     "seconds_per_run": round(sum(runs) / len(runs), 1), "runs": len(runs),
+                     "seconds": round(sum(runs), 1), "optional": cell.optional})  # fmt: skip
+    pre = _pretrain_seconds(study, args.root, rates)
+    by_cell = {r["cell"]: r for r in rows}
+    stages = {}
+    for k in study.stages:
+        cells = [c.id for c in study.stage_cells(k)]
+        names = {study.cell(c).pretrain for c in cells} - {None}
+        own = sum(by_cell[c]["seconds"] for c in cells if not by_cell[c]["optional"])
+        stages[k] = round((own + sum(pre[n] or 0.0 for n in names)) / args.jobs)
+    known = sum(v for v in pre.values() if v is not None)
+    total = (sum(r["seconds"] for r in rows if not r["optional"]) + known) / args.jobs
+    write_json_atomic(path, {"rates": rates, "cells": rows, "pretrain_seconds": pre,
+                             "stages": stages, "jobs": args.jobs,
+                             "total_seconds": round(total)}, indent=1)  # fmt: skip
+    print(f"rates from {rates['source']}: {rates['seconds_per_image']:.3f} s per training image, "
+          f"{rates['overhead_seconds']:.0f} s per run, {rates['extra_eval_seconds']:.0f} s per "
+          f"extra evaluation; machine {rates['machine']}")  # fmt: skip
+    print("| cell | steps | images | s per run | runs |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        opt = " (optional)" if r["optional"] else ""
+        print(
+            f"| {r['cell']}{opt} | {r['steps']} | {r['images']} | {r['seconds_per_run']:.0f} | {r['runs']} |"
+        )
+    for k, secs in stages.items():
+        print(
+            f"stage {k} ({', '.join(study.stages[k])}): {secs / 3600:.2f} h at {args.jobs} at a time"
+        )
+    unknown = [n for n, v in pre.items() if v is None]
+    print(f"pretraining {known / 60:.0f} process-minutes"
+          + (f" (not counted: {', '.join(unknown)}; `estimate --probe` times it)" if unknown else "")
+          + f"; whole study (without optional cells) {total / 3600:.2f} h at {args.jobs} at a time; "
+          f"wrote {path}")  # fmt: skip
+    return 0

@@ -1,0 +1,146 @@
+"""The study's claims table, AP-against-steps curves, stages and the estimate from finished
+runs, on runs written by the tests (the verdicts and fits are checked against numbers computed
+here by hand)."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from reproduction.claims import claims_table  # noqa: E402
+from reproduction.cli import main  # noqa: E402
+from reproduction.curves import family_curves, last_gain, plateau_text, read_curve  # noqa: E402
+from reproduction.estimate import measured_rates  # noqa: E402
+from reproduction.report import collect  # noqa: E402
+from reproduction.runner import cell_config, load_study, run_dir  # noqa: E402
+
+
+def _run(root, study, cell_id, seed, box, mask=None, seconds=100.0, threads="1", curve=None):
+    d = run_dir(root, study.cell(cell_id), seed)
+    d.mkdir(parents=True, exist_ok=True)
+    metrics = {"bbox": {"AP": box}, "segm": {"AP": box if mask is None else mask}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    record = {"status": "done", "seconds": seconds, "machine": {"omp_num_threads": threads}}
+    (d / "study.json").write_text(json.dumps(record))
+    if curve:
+        with open(d / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["epoch", "step", "train/loss", "val/bbox_AP", "val/segm_AP"])
+            w.writeheader()
+            for step, b, m in curve:  # a training row, then the evaluation logged at step - 1
+                w.writerow({"epoch": 0, "step": step - 1, "train/loss": 1.0})
+                w.writerow({"epoch": 0, "step": step - 1, "val/bbox_AP": b, "val/segm_AP": m})
+    return d
+
+
+def _claim(text: str, start: str) -> list[str]:
+    row = next(line for line in text.splitlines() if line.startswith(f"| {start}"))
+    return [c.strip() for c in row.split("|")[1:-1]]
+
+
+def test_claims_verdicts_follow_the_numbers(tmp_path):
+    study = load_study()
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        _run(root, study, "batch_sweep/bn_b2", seed, 10.0 + seed)  # mean 10.5, std 0.71
+        _run(root, study, "batch_sweep/frozen_bn_b2", seed, 16.0 + seed)  # mean 16.5
+    cls = tmp_path / "classification.json"
+    rows = [{"label": "BN", "batch": 32, "n": 3, "mean": 20.0, "std": 0.5},
+            {"label": "BN", "batch": 4, "n": 3, "mean": 20.2, "std": 0.5},
+            {"label": "BN", "batch": 2, "n": 3, "mean": 30.0, "std": 0.5},
+            {"label": "GN", "batch": 32, "n": 3, "mean": 20.5, "std": 0.5},
+            {"label": "GN", "batch": 2, "n": 3, "mean": 20.4, "std": 0.5}]  # fmt: skip
+    cls.write_text(json.dumps({"rows": rows}))
+    text = claims_table(study, collect(study, root), cls)
+    bn_frozen = _claim(text, "Fine-tuning BN with batch statistics")
+    assert bn_frozen[2] == "-6.0 ± 1.0 box AP" and bn_frozen[3] == "agrees"
+    rises = _claim(text, "Classification: BN's error rises")
+    assert rises[3] == "partly"  # +10 at 2, +0.2 at 4 (within the noise of 0.71)
+    assert rises[4].startswith("BN is flat")  # the reason is printed for a partial agreement
+    assert _claim(text, "Classification: GN's error")[3] == "agrees"
+    assert _claim(text, "Classification: GN within")[3] == "agrees"  # 0.5 apart
+    assert _claim(text, "Group count")[2:4] == ["not yet run", "not yet run"]
+
+
+def test_claims_table_is_in_the_report(tmp_path):
+    study = load_study()
+    root = tmp_path / "runs"
+    for cell, box in (("bn_star_2fc", 10.0), ("bn_star_gn_head", 12.0),
+                      ("gn_backbone_gn_head", 14.0), ("gn_all", 13.0)):  # fmt: skip
+        for seed in (0, 1):
+            own = study.resolve(study.cell(f"placement/{cell}")).id
+            _run(root, study, own, seed, box + 0.2 * seed)
+    out = tmp_path / "REPRODUCTION.md"
+    assert main(["--root", str(root), "report", "--output", str(out)]) == 0
+    text = out.read_text()
+    row = _claim(text, "Each added GN helps")
+    # the last step (14.1 -> 13.1) is a drop beyond the noise: the order only partly holds
+    assert row[2] == "10.1 → 12.1 → 14.1 → 13.1 box AP" and row[3] == "partly"
+    assert text.index("## The paper's claims") < text.index("## 1. Classification")
+    assert "## 4. Where the norm goes" in text
+
+
+def test_curves_read_plot_and_measure_the_plateau(tmp_path):
+    study = load_study()
+    root = tmp_path / "runs"
+    seed = study.curve["seeds"][0]
+    _run(root, study, "batch_sweep/gn_b2", seed, 30.0,
+         curve=[(250, 10.0, 9.0), (500, 25.0, 22.0), (750, 29.0, 27.0), (1000, 30.0, 28.0)])  # fmt: skip
+    _run(root, study, "batch_sweep/bn_b2", seed, 8.0, curve=[(1000, 8.0, 7.0)])  # one point
+    d = run_dir(root, study.cell("batch_sweep/gn_b2"), seed)
+    assert read_curve(d)[0] == {"step": 250, "bbox": 10.0, "segm": 9.0}
+    family = study.families["batch_sweep"]
+    curves = family_curves(study, family, root)
+    assert list(curves) == ["batch_sweep/gn_b2"]  # a single evaluation is not a curve
+    assert last_gain(curves["batch_sweep/gn_b2"]) == pytest.approx(1.0)
+    assert "GN at 2 +1.0 (750→1000)" in plateau_text(study, family, curves)
+    out = tmp_path / "REPRODUCTION.md"
+    assert main(["--root", str(root), "report", "--output", str(out)]) == 0
+    png = tmp_path / "docs" / "study" / "batch_sweep_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](docs/study/batch_sweep_curves.png)" in out.read_text()
+    # placement shows the same run through its same_as cell
+    assert "placement/gn_all" in family_curves(study, study.families["placement"], root)
+
+
+def test_estimate_fits_the_finished_runs(tmp_path, capsys):
+    study = load_study()
+    root = tmp_path / "runs"
+    cells = [
+        "batch_sweep/gn_b8",
+        "batch_sweep/gn_b2",
+        "batch_steps/gn_b2",
+        "placement/bn_star_gn_head",
+    ]
+    for cell_id in cells:
+        for seed in study.seeds:
+            cfg = cell_config(study, study.cell(cell_id), seed)
+            images = cfg["max_steps"] * cfg["batch_size"]
+            secs = 20.0 + 0.125 * images + 15.0 * (study.curve_evals(seed) - 1)
+            _run(root, study, cell_id, seed, 1.0, seconds=secs)
+    _run(root, study, "batch_sweep/bn_b2", 0, 1.0, seconds=9999.0, threads=None)  # not 1 thread
+    rates = measured_rates(study, root)
+    assert rates["seconds_per_image"] == pytest.approx(0.125)
+    assert rates["overhead_seconds"] == pytest.approx(20.0)
+    assert rates["extra_eval_seconds"] == pytest.approx(15.0)
+    assert main(["--root", str(root), "estimate", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rates from 12 finished runs (one thread each)" in out and "stage 1" in out
+    est = json.loads((root / "estimate.json").read_text())
+    row = next(r for r in est["cells"] if r["cell"] == "batch_sweep/gn_b2")
+    assert row["seconds"] == pytest.approx(
+        3 * (20 + 0.125 * 2000) + 15 * (study.curve["evals"] - 1)
+    )
+
+
+def test_stage_runs_its_families_cells(tmp_path, capsys):
+    study = load_study()
+    groups = [c.id for c in study.stage_cells(2)]
+    assert "batch_sweep/gn_b2" in groups and "groups/gn32" not in groups  # same_as resolved
+    with pytest.raises(ValueError, match="unknown stage 9"):
+        study.stage_cells(9)
+    assert main(["--root", str(tmp_path), "run", "--stage", "9"]) == 2
+    assert "unknown stage 9" in capsys.readouterr().err
