@@ -190,45 +190,9 @@ def markdown(plan: Plan, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Path) -> Path:
-    """Left: error vs images per step (log2 x, std error bars); right: seed-0 val curves."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 4.5))
-    ax, cx = fig.subplots(1, 2)
-    styles = {}
-    for label in dict.fromkeys(r["label"] for r in rows):
-        pts = [r for r in rows if r["label"] == label and r["n"]]
-        if pts:
-            line = ax.errorbar([r["batch"] for r in pts], [r["mean"] for r in pts],
-                               yerr=[r["std"] for r in pts], marker="o", capsize=3, label=label,
-                               linestyle="--" if "PreciseBN" in label else "-")  # fmt: skip
-            styles[label] = line[0].get_color()
-    for label, vals in (plan.data.get("paper_values") or {}).items():
-        xs = sorted(int(k) for k in vals)
-        ax.plot(xs, [vals[x] for x in xs], ":", color=styles.get(label, "gray"), alpha=0.6,
-                label=f"{label} (paper, R-50 ImageNet)")  # fmt: skip
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(plan.batches, [str(b) for b in plan.batches])
-    ax.invert_xaxis()
-    ax.set(xlabel="images per step", ylabel="val error (%)", title="error vs batch size")
-    ax.legend(fontsize=8)
-    colours = {b: f"C{i}" for i, b in enumerate(plan.batches)}
-    for (n, b), ls in ((c, "-" if c[0] == "gn" else "--") for c in plan.cells()):
-        recs = sorted(results.get(Plan.name(n, b), []), key=lambda r: r["seed"])
-        if recs and recs[0].get("curve"):
-            c = recs[0]["curve"]
-            cx.plot([p["epoch"] for p in c], [p["error"] for p in c], ls, color=colours.get(b),
-                    label=f"{plan.label(n)} {b}/step (seed {recs[0]['seed']})")  # fmt: skip
-    cx.set(xlabel="epoch", ylabel="val error (%)", title="val error during training")
-    cx.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
 def summarize(plan: Plan, root: Path, docs: Path) -> dict:
+    from reproduction.classification_plot import plot
+
     results = collect(plan, root)
     rows = table(plan, results)
     docs.mkdir(parents=True, exist_ok=True)
