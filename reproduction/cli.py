@@ -24,9 +24,9 @@ from reproduction.runner import (
     CONFIG_DIR,
     cell_config,
     ensure_pretrained,
+    finished,
     load_study,
     run_cell,
-    run_dir,
 )
 
 DEFAULT_ROOT = Path("runs/study")
@@ -34,7 +34,7 @@ DEFAULT_ROOT = Path("runs/study")
 
 def _runs_done(study, cell, root: Path) -> int:
     cell = study.resolve(cell)
-    return sum((run_dir(root, cell, s) / "metrics.json").is_file() for s in study.seeds)
+    return sum(finished(study, cell, s, root) is not None for s in study.seeds)
 
 
 def cmd_list(study, args) -> int:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from detnorm.analysis.compare import read_metrics_csv
 from detnorm.io import atomic_write
-from reproduction.runner import Study, run_dir
+from reproduction.runner import Study, finished, run_dir
 
 __all__ = ["family_curves", "last_gain", "plateau_text", "plot_curves", "read_curve"]
 
@@ -38,13 +38,16 @@ def read_curve(directory: Path) -> list[dict]:
 
 def family_curves(study: Study, family, root: Path) -> dict[str, list[dict]]:
     """``{cell id: curve}`` for the first curve seed, for the cells whose run has two or more
-    evaluations (``same_as`` cells show their target's run)."""
+    evaluations, once it has finished (``same_as`` cells show their target's run)."""
     seeds = study.curve.get("seeds") or []
     if not seeds:
         return {}
     out = {}
     for cell in family.cells.values():
-        curve = read_curve(run_dir(root, study.resolve(cell), seeds[0]))
+        own = study.resolve(cell)
+        if finished(study, own, seeds[0], root) is None:
+            continue
+        curve = read_curve(run_dir(root, own, seeds[0]))
         if len(curve) >= 2:
             out[cell.id] = curve
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from detnorm.io import atomic_write, read_json, write_json_atomic
-from reproduction.runner import Study, cell_config, run_dir
+from reproduction.runner import Study, cell_config, finished, run_dir
 
 __all__ = ["CellResult", "collect", "mean_std", "write_report"]
 
@@ -55,13 +55,13 @@ def collect(study: Study, root: Path) -> dict[str, CellResult]:
         res = CellResult(cell_id)
         for seed in study.seeds:
             d = run_dir(root, own, seed)
-            if not (d / "metrics.json").is_file():
+            m = finished(study, own, seed, root)
+            if m is None:
                 if (d / "study.json").is_file() and read_json(d / "study.json").get(
                     "status"
                 ) == "failed":
                     res.failed.append(f"seed {seed} ({_why(d / 'train.log')})")
                 continue
-            m = read_json(d / "metrics.json", what=f"metrics of {d}")
             for iou, _ in METRICS:
                 res.values[iou].append(float(m[iou]["AP"]))
             if "step" in m:
@@ -270,9 +270,9 @@ def run_records(study: Study, root: Path) -> list[dict]:
     for cell in study.runnable(with_optional=True):
         for seed in study.seeds:
             d = run_dir(root, cell, seed)
-            if not (d / "metrics.json").is_file():
+            m = finished(study, cell, seed, root)
+            if m is None:
                 continue
-            m = read_json(d / "metrics.json")
             rec = read_json(d / "study.json") if (d / "study.json").is_file() else {}
             records.append({"cell": cell.id, "seed": seed, "box_ap": m["bbox"]["AP"],
                             "mask_ap": m["segm"]["AP"], "step": m.get("step"),

@@ -5,8 +5,9 @@ the format). A cell trains through ``tools/train.py`` (a subprocess, so DDP cell
 cleanly) or ``detnorm.cli.train.main`` in-process; nothing else trains. Its ``max_steps`` is
 ``images_per_cell * multiple / (batch_size * devices)``, so every batch size sees the same
 images. Runs land in ``<root>/<family>/<cell>/seed<N>/`` with the cell's resolved ``cell.yaml``,
-``train.log`` and ``study.json`` (wall time, machine); a run with ``metrics.json`` is done and
-skipped.
+``train.log`` and ``study.json`` (wall time, machine). A run is finished when its
+``metrics.json`` is the evaluation at its last step (a curve seed writes one after every
+evaluation, so an interrupted run can have an earlier one); finished runs are skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from detnorm.config import build_config, load_yaml, merge, write_yaml
 from detnorm.io import write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
-__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained",
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained", "finished",
            "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
 
 
@@ -55,6 +56,17 @@ def validate_cell(study: Study, cell: Cell, directory: Path, seed: int | None = 
 
 def run_dir(root: Path, cell: Cell, seed: int) -> Path:
     return Path(root) / cell.family / cell.name / f"seed{seed}"
+
+
+def finished(study: Study, cell: Cell, seed: int, root: Path) -> dict | None:
+    """The metrics of (``cell``, ``seed``) when that run finished (its ``metrics.json`` is from
+    its last step), else None."""
+    path = run_dir(root, cell, seed) / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    last = cell_config(study, cell, seed)["max_steps"]
+    return metrics if int(metrics.get("step", last)) >= last else None
 
 
 def invoke(
@@ -119,11 +131,11 @@ def machine() -> dict:
 def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | None = None,
              extra_configs: tuple = (), in_process: bool = False, keep_checkpoints: bool = False,
              pretrain_args: str = "", threads: int | None = None, log=print) -> dict:  # fmt: skip
-    """Train and evaluate one (cell, seed) unless its ``metrics.json`` exists; returns a record
+    """Train and evaluate one (cell, seed) unless it has finished (:func:`finished`); returns a record
     ``{"cell", "seed", "status": "done"|"skipped"|"failed", "seconds", ...}``."""
     cell = study.resolve(cell)
     out = run_dir(root, cell, seed)
-    if (out / "metrics.json").is_file():
+    if finished(study, cell, seed, root) is not None:
         return {"cell": cell.id, "seed": seed, "status": "skipped", "dir": str(out)}
     data = study.data_root(root, data)
     pretrained = None
@@ -147,7 +159,7 @@ def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | Non
     start = time.perf_counter()
     rc = invoke("train.py", argv, out / "train.log", in_process, threads)
     seconds = round(time.perf_counter() - start, 1)
-    ok = rc == 0 and (out / "metrics.json").is_file()
+    ok = rc == 0 and finished(study, cell, seed, root) is not None
     record = {"cell": cell.id, "seed": seed, "status": "done" if ok else "failed", "exit": rc,
               "seconds": seconds, "argv": ["tools/train.py", *argv], "machine": before,
               "loadavg_end": machine()["loadavg"], "dir": str(out)}  # fmt: skip

@@ -16,7 +16,7 @@ from reproduction.cli import main  # noqa: E402
 from reproduction.curves import family_curves, last_gain, plateau_text, read_curve  # noqa: E402
 from reproduction.estimate import measured_rates  # noqa: E402
 from reproduction.report import collect  # noqa: E402
-from reproduction.runner import cell_config, load_study, run_dir  # noqa: E402
+from reproduction.runner import cell_config, finished, load_study, run_dir  # noqa: E402
 
 
 def _run(root, study, cell_id, seed, box, mask=None, seconds=100.0, threads="1", curve=None):
@@ -104,6 +104,24 @@ def test_curves_read_plot_and_measure_the_plateau(tmp_path):
     assert "](docs/study/batch_sweep_curves.png)" in out.read_text()
     # placement shows the same run through its same_as cell
     assert "placement/gn_all" in family_curves(study, study.families["placement"], root)
+
+
+def test_a_run_interrupted_after_an_evaluation_is_not_finished(tmp_path):
+    """A curve seed writes metrics.json after every evaluation: only the last step's counts."""
+    study = load_study()
+    root = tmp_path / "runs"
+    cell = study.cell("batch_sweep/gn_b2")
+    last = cell_config(study, cell, 0)["max_steps"]
+    d = _run(root, study, "batch_sweep/gn_b2", 0, 12.0, curve=[(last // 4, 12.0, 11.0)])
+    (d / "metrics.json").write_text(json.dumps({"bbox": {"AP": 12.0}, "segm": {"AP": 11.0},
+                                                "step": last // 4}))  # fmt: skip
+    assert finished(study, cell, 0, root) is None
+    assert collect(study, root)["batch_sweep/gn_b2"].n == 0
+    assert family_curves(study, study.families["batch_sweep"], root) == {}
+    (d / "metrics.json").write_text(json.dumps({"bbox": {"AP": 30.0}, "segm": {"AP": 28.0},
+                                                "step": last}))  # fmt: skip
+    assert finished(study, cell, 0, root)["bbox"]["AP"] == 30.0
+    assert collect(study, root)["batch_sweep/gn_b2"].values["bbox"] == [30.0]
 
 
 def test_estimate_fits_the_finished_runs(tmp_path, capsys):
