@@ -57,9 +57,15 @@ def _name(cell) -> str:
     return cell.label if cell.x is None else f"{cell.label} at {cell.x:g}"
 
 
+def _before_last(curve: list[dict]) -> dict:
+    """The last evaluation at or before 90 % of the run (not one a few steps before its end)."""
+    cut = 0.9 * curve[-1]["step"]
+    return [p for p in curve[:-1] if p["step"] <= cut][-1] if curve[0]["step"] <= cut else curve[0]
+
+
 def last_gain(curve: list[dict], iou: str = "bbox") -> float:
-    """AP at the last evaluation minus AP at the one before it."""
-    return curve[-1][iou] - curve[-2][iou]
+    """AP at the last evaluation minus AP at the evaluation before it (:func:`_before_last`)."""
+    return curve[-1][iou] - _before_last(curve)[iou]
 
 
 def plateau_text(study: Study, family, curves: dict[str, list[dict]]) -> str:
@@ -69,10 +75,11 @@ def plateau_text(study: Study, family, curves: dict[str, list[dict]]) -> str:
     seed = study.curve["seeds"][0]
     parts = []
     for cell_id, curve in curves.items():
-        steps = f"{curve[-2]['step']}→{curve[-1]['step']}"
+        steps = f"{_before_last(curve)['step']}→{curve[-1]['step']}"
         parts.append(f"{_name(study.cell(cell_id))} {last_gain(curve):+.1f} ({steps})")
     biggest = max(abs(last_gain(c)) for c in curves.values())
-    return (f"Plateau (seed {seed}, box AP gained between the last two evaluations of each run): "
+    return (f"Plateau (seed {seed}, box AP gained over the last stretch of each run, between its "
+            f"last two evaluations): "
             f"{', '.join(parts)}; largest change {biggest:.1f} AP.")  # fmt: skip
 
 

@@ -43,7 +43,7 @@ def cell_config(study: Study, cell: Cell, seed: int | None = None) -> dict:
     cfg["max_steps"] = max(1, round(study.images_per_cell * cell.multiple / per_step))
     evals = study.curve_evals(seed) if seed is not None else 1
     if evals > 1:
-        cfg["eval_period"] = max(1, cfg["max_steps"] // evals)
+        cfg["eval_period"] = -(-cfg["max_steps"] // evals)  # ceil: the last is the final one
     cfg["name"] = cell.id.replace("/", "_")
     return cfg
 

@@ -38,7 +38,7 @@ def test_every_cell_resolves(tmp_path):
         assert cfg["max_steps"] * per_step == study.images_per_cell * cell.multiple
         assert cfg["eval_period"] is None and cfg["depth"] == 18
         curve = cell_config(study, cell, study.curve["seeds"][0])
-        assert curve["eval_period"] == curve["max_steps"] // study.curve["evals"]
+        assert curve["eval_period"] == -(-curve["max_steps"] // study.curve["evals"])
         assert cell_config(study, cell, 1)["eval_period"] is None  # other seeds: at the end
     steps = [
         cell_config(study, study.resolve(study.cell(f"batch_steps/gn_b{b}"))) for b in (8, 4, 2)

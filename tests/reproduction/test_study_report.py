@@ -97,6 +97,10 @@ def test_curves_read_plot_and_measure_the_plateau(tmp_path):
     assert list(curves) == ["batch_sweep/gn_b2"]  # a single evaluation is not a curve
     assert last_gain(curves["batch_sweep/gn_b2"]) == pytest.approx(1.0)
     assert "GN at 2 +1.0 (750→1000)" in plateau_text(study, family, curves)
+    # an evaluation a few steps before the final one is not the stretch measured
+    near_end = [{"step": 62, "bbox": 5.0}, {"step": 186, "bbox": 26.0},
+                {"step": 248, "bbox": 32.0}, {"step": 250, "bbox": 32.5}]  # fmt: skip
+    assert last_gain(near_end) == pytest.approx(6.5)
     out = tmp_path / "REPRODUCTION.md"
     assert main(["--root", str(root), "report", "--output", str(out)]) == 0
     png = tmp_path / "docs" / "study" / "batch_sweep_curves.png"
