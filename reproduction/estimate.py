@@ -159,10 +159,12 @@ def cmd_estimate(study, args) -> int:
                      "seconds": round(sum(runs), 1), "optional": cell.optional})  # fmt: skip
     pre = _pretrain_seconds(study, args.root, rates)
     by_cell = {r["cell"]: r for r in rows}
-    stages = {}
-    for k in study.stages:
-        cells = [c.id for c in study.stage_cells(k)]
-        names = {study.cell(c).pretrain for c in cells} - {None}
+    stages, seen, pretrained = {}, set(), set()
+    for k in sorted(study.stages):  # a cell or backbone counts in the first stage that needs it
+        cells = [c.id for c in study.stage_cells(k) if c.id not in seen]
+        names = {study.cell(c).pretrain for c in cells} - {None} - pretrained
+        seen.update(cells)
+        pretrained.update(names)
         own = sum(by_cell[c]["seconds"] for c in cells if not by_cell[c]["optional"])
         stages[k] = round((own + sum(pre[n] or 0.0 for n in names)) / args.jobs)
     known = sum(v for v in pre.values() if v is not None)

@@ -152,6 +152,10 @@ def test_estimate_fits_the_finished_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rates from 12 finished runs (one thread each)" in out and "stage 1" in out
     est = json.loads((root / "estimate.json").read_text())
+    # every cell counts once, in the first stage that runs it (placement reuses stage 1's runs)
+    assert sum(est["stages"].values()) == pytest.approx(
+        est["total_seconds"], abs=len(est["stages"])
+    )
     row = next(r for r in est["cells"] if r["cell"] == "batch_sweep/gn_b2")
     assert row["seconds"] == pytest.approx(
         3 * (20 + 0.125 * 2000) + 15 * (study.curve["evals"] - 1)
