@@ -198,6 +198,8 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
                        f"{flat}'s by {-df:+.1f}.")  # fmt: skip
     elif a.get("kind") == "order" and "expect" in a:
+        if missing:
+            return " ".join(out + ["No verdict until every cell has runs."])
         ids = [f"{fid}/{c}" for c in a["expect"]]
         steps = [(x, y, _diff(results, x, y)) for x, y in zip(ids, ids[1:], strict=False)]
         for x, y, dn in steps:
