@@ -22,7 +22,7 @@ import numpy as np
 
 from detnorm.config import write_yaml
 from detnorm.io import write_json_atomic
-from reproduction.runner import cell_config, invoke, machine, run_cell, run_dir
+from reproduction.runner import cell_config, invoke, machine, run_cell, run_dir, run_seconds
 
 __all__ = ["cmd_estimate", "measured_rates", "probe"]
 
@@ -104,7 +104,7 @@ def measured_rates(study, root: Path) -> dict | None:
                 continue
             cfg = cell_config(study, cell, seed)
             rows.append([1.0, _images(cfg), study.curve_evals(seed) - 1])
-            seconds.append(float(rec["seconds"]))
+            seconds.append(run_seconds(rec))
     if len(rows) < 3:
         return None
     x = np.array(rows, dtype=float)

@@ -17,7 +17,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from detnorm.io import atomic_write, read_json, write_json_atomic
-from reproduction.runner import Study, cell_config, finished, run_dir
+from reproduction.runner import Study, cell_config, finished, run_dir, run_seconds
 
 __all__ = ["CellResult", "collect", "mean_std", "write_report"]
 
@@ -68,7 +68,7 @@ def collect(study: Study, root: Path) -> dict[str, CellResult]:
                 res.steps.append(int(m["step"]))
             if (d / "study.json").is_file():
                 rec = read_json(d / "study.json")
-                res.seconds.append(float(rec.get("seconds", math.nan)))
+                res.seconds.append(run_seconds(rec))
                 res.machines.append(rec.get("machine", {}))
         out[cell_id] = res
     return out
@@ -278,5 +278,6 @@ def run_records(study: Study, root: Path) -> list[dict]:
             rec = read_json(d / "study.json") if (d / "study.json").is_file() else {}
             records.append({"cell": cell.id, "seed": seed, "box_ap": m["bbox"]["AP"],
                             "mask_ap": m["segm"]["AP"], "step": m.get("step"),
-                            "seconds": rec.get("seconds"), "machine": rec.get("machine")})  # fmt: skip
+                            "seconds": rec.get("seconds"), "paused_seconds": rec.get("paused_seconds"),
+                            "machine": rec.get("machine")})  # fmt: skip
     return records

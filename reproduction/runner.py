@@ -13,6 +13,7 @@ evaluation, so an interrupted run can have an earlier one); finished runs are sk
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -26,7 +27,7 @@ from detnorm.config import build_config, load_yaml, merge, write_yaml
 from detnorm.io import write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
-__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained", "finished",
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained", "finished", "run_seconds",
            "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
 
 
@@ -67,6 +68,12 @@ def finished(study: Study, cell: Cell, seed: int, root: Path) -> dict | None:
     metrics = json.loads(path.read_text(encoding="utf-8"))
     last = cell_config(study, cell, seed)["max_steps"]
     return metrics if int(metrics.get("step", last)) >= last else None
+
+
+def run_seconds(record: dict) -> float:
+    """A run's training wall time: ``seconds`` less any ``paused_seconds`` (a run stopped with
+    SIGSTOP while the machine did other work; the pause is added to ``study.json`` by hand)."""
+    return float(record.get("seconds", math.nan)) - float(record.get("paused_seconds", 0.0))
 
 
 def invoke(

@@ -144,13 +144,16 @@ def test_estimate_fits_the_finished_runs(tmp_path, capsys):
             secs = 20.0 + 0.125 * images + 15.0 * (study.curve_evals(seed) - 1)
             _run(root, study, cell_id, seed, 1.0, seconds=secs)
     _run(root, study, "batch_sweep/bn_b2", 0, 1.0, seconds=9999.0, threads=None)  # not 1 thread
+    paused = _run(root, study, "batch_sweep/bn_b8", 1, 1.0, seconds=20 + 250 + 600.0)
+    record = json.loads((paused / "study.json").read_text())
+    (paused / "study.json").write_text(json.dumps(record | {"paused_seconds": 600.0}))
     rates = measured_rates(study, root)
     assert rates["seconds_per_image"] == pytest.approx(0.125)
     assert rates["overhead_seconds"] == pytest.approx(20.0)
     assert rates["extra_eval_seconds"] == pytest.approx(15.0)
     assert main(["--root", str(root), "estimate", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "rates from 12 finished runs (one thread each)" in out and "stage 1" in out
+    assert "rates from 13 finished runs (one thread each)" in out and "stage 1" in out
     est = json.loads((root / "estimate.json").read_text())
     # every cell counts once, in the first stage that runs it (placement reuses stage 1's runs)
     assert sum(est["stages"].values()) == pytest.approx(
