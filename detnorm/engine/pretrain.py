@@ -1,13 +1,12 @@
 """Pretrain a ResNet backbone with any detnorm norm on image classification.
 
 ``tools/pretrain_backbone.py`` is the command line. The network is the ResNet body that
-:func:`detnorm.modeling.maskrcnn.build_maskrcnn` builds for ``backbone_norm=NORM`` (same modules, same
-state_dict keys) plus torchvision's ``fc`` classifier, so the saved file is a plain torchvision
-ResNet state_dict (format ``torchvision_resnet``): ``--pretrained DIR/backbone.pth`` loads it
-into the backbone through :func:`detnorm.weights.load.load_weights` (``fc.*`` is ignored). A
-sidecar ``backbone.pth.json`` records norm, groups, depth, data and top-1 accuracy; the loader
-reads it to refuse a backbone with another group count. ``--width W`` trains the narrow small-image
-ResNet of :mod:`detnorm.modeling.narrow_resnet` instead (``classifier.pth``; not a backbone).
+:func:`detnorm.modeling.maskrcnn.build_maskrcnn` builds for ``backbone_norm=NORM`` plus
+torchvision's ``fc``, saved as a plain torchvision ResNet state_dict that ``--pretrained
+DIR/backbone.pth`` loads through :func:`detnorm.weights.load.load_weights` (``fc.*`` ignored).
+Its sidecar ``backbone.pth.json`` (norm, groups, depth, data, top-1) lets the loader refuse
+another group count. ``--width W`` trains the narrow ResNet of
+:mod:`detnorm.modeling.narrow_resnet` instead (``classifier.pth``; not a backbone).
 
 Data: ``--data DIR`` is an ImageFolder tree (``DIR/train/<class>/*``, ``DIR/val/<class>/*``);
 ``--synthetic`` renders images with the embedded generator's drawing code
