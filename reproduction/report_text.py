@@ -7,8 +7,6 @@ import os
 import statistics
 from pathlib import Path
 
-import yaml
-
 from reproduction.runner import Study, cell_config
 
 NOT_RUN = "not yet run"
@@ -141,31 +139,6 @@ def _plan(study: Study, root: Path, results) -> str:
                   f"process-minutes, plus {pre / 60:.0f} of pretraining; two processes of one "
                   f"thread each at a time make that about {(total + pre) / 120:.0f} minutes of wall "
                   "time on 2 cores."]  # fmt: skip
-        lines.append("")
-    calib = sorted(root.glob("_calibration/*/*/seed*/study.json"))
-    if calib:
-        lines += ["Calibration runs (one real cell at a given images_per_cell, kept apart from the "
-                  "study's runs; wall time includes start-up and the final COCO evaluation):", "",
-                  "| cell | steps × images/step | s/run | box / mask AP | threads | machine (load average at start) |",
-                  "|---|---|---:|---|---:|---|"]  # fmt: skip
-        for path in calib:
-            rec, d = json.loads(path.read_text()), path.parent
-            m = (
-                json.loads((d / "metrics.json").read_text())
-                if (d / "metrics.json").is_file()
-                else {}
-            )
-            cfg = (
-                yaml.safe_load((d / "config.yaml").read_text())
-                if (d / "config.yaml").is_file()
-                else {}
-            )
-            mach = rec.get("machine", {})
-            ap = f"{m['bbox']['AP']:.1f} / {m['segm']['AP']:.1f}" if m else "-"
-            lines.append(f"| {rec.get('cell')} | {cfg.get('max_steps')} × {cfg.get('total_batch_size')} | "
-                         f"{rec.get('seconds', 0):.0f} | {ap} | {mach.get('omp_num_threads') or 'default'} | "
-                         f"{mach.get('cpu_count')} CPUs ({mach.get('processor')}), load {mach.get('loadavg')}"
-                         f"{_shared(mach)} |")  # fmt: skip
         lines.append("")
     est = root / "estimate.json"
     if est.is_file():
