@@ -110,7 +110,8 @@ def det_placement(ctx):
     steps = [_gap(a, b) for a, b in zip(stats, stats[1:], strict=False)]
     ours = " → ".join(f"{s[0]:.1f}" for s in stats) + " box AP"
     ends = _gap(stats[0], stats[-1])
-    if ends[0] > ends[1] and all(d >= -n for d, n in steps):
+    # "Each added GN helps": every step up (a step down within its noise is not "helps").
+    if ends[0] > ends[1] and all(d > 0 for d, _ in steps):
         return ours, "yes"
     return ours, "partly" if ends[0] > ends[1] else "no"
 
@@ -124,8 +125,9 @@ def det_groups(ctx):
     ours = ", ".join(f"{names[k]} {s[0]:.1f}" for k, s in stats.items()) + " box AP"
     best = max(stats, key=lambda k: stats[k][0])
     worst = min(stats, key=lambda k: stats[k][0])
-    in_gap = _gap(stats["in"], max(stats.values()))
-    if best in ("gn8", "gn32") and worst == "in" and in_gap[0] > in_gap[1]:
+    # "IN clearly worst": below every other G by more than the noise of the difference.
+    clearly = all(d > n for d, n in (_gap(stats["in"], s) for k, s in stats.items() if k != "in"))
+    if best in ("gn8", "gn32") and worst == "in" and clearly:
         return ours, "yes"
     return ours, "partly" if worst == "in" or best in ("gn8", "gn32") else "no"
 

@@ -65,6 +65,20 @@ def test_claims_verdicts_follow_the_numbers(tmp_path):
     assert _claim(text, "Group count")[2:4] == ["not yet run", "not yet run"]
 
 
+@pytest.mark.parametrize(("ln", "verdict"), [(15.0, "agrees"), (12.5, "partly")])
+def test_groups_verdict_needs_in_clearly_worst(tmp_path, ln, verdict):
+    """IN must be below every other G by more than the noise (std 0.71 per cell: noise 1.0)."""
+    study = load_study()
+    root = tmp_path / "runs"
+    means = {"groups/ln": ln, "groups/gn8": 18.0, "batch_sweep/gn_b2": 20.0, "groups/in": 12.0}
+    for cell_id, mean in means.items():
+        for seed in (0, 1):
+            _run(root, study, cell_id, seed, mean - 0.5 + seed)
+    row = _claim(claims_table(study, collect(study, root), tmp_path / "none.json"), "Group count")
+    assert row[2] == f"G=1 {ln:.1f}, G=8 18.0, G=32 20.0, G=C 12.0 box AP"
+    assert row[3] == verdict
+
+
 def test_claims_table_is_in_the_report(tmp_path):
     study = load_study()
     root = tmp_path / "runs"
@@ -81,6 +95,20 @@ def test_claims_table_is_in_the_report(tmp_path):
     assert row[2] == "10.1 → 12.1 → 14.1 → 13.1 box AP" and row[3] == "partly"
     assert text.index("## The paper's claims") < text.index("## 1. Classification")
     assert "## 4. Where the norm goes" in text
+
+
+@pytest.mark.parametrize(("head", "verdict"), [(10.5, "agrees"), (9.9, "partly")])
+def test_placement_verdict_needs_every_step_up(tmp_path, head, verdict):
+    """A step down within its noise (0.28 here) still breaks "each added GN helps"."""
+    study = load_study()
+    root = tmp_path / "runs"
+    for cell, box in (("bn_star_2fc", 10.0), ("bn_star_gn_head", head),
+                      ("gn_backbone_gn_head", 14.0), ("gn_all", 15.0)):  # fmt: skip
+        for seed in (0, 1):
+            _run(root, study, study.resolve(study.cell(f"placement/{cell}")).id, seed,
+                 box + 0.2 * seed)  # fmt: skip
+    row = _claim(claims_table(study, collect(study, root), tmp_path / "none.json"), "Each added")
+    assert row[3] == verdict
 
 
 def test_curves_read_plot_and_measure_the_plateau(tmp_path):
