@@ -9,6 +9,8 @@
     tools/study.py classification summarize               # its table and plot (docs/study/)
 
 Runs go to ``--root`` (default ``runs/study``); see :mod:`reproduction.runner` for the layout.
+With the committed configs, every command first restores the committed runs that the root
+lacks (:mod:`reproduction.restore`), so a fresh clone skips them and reports them.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", type=Path, default=CONFIG_DIR, help="study config folder")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="runs folder (runs/study)")
     p.add_argument("--images", type=int, help="override images_per_cell (e.g. a quick pass)")
+    p.add_argument("--no-restore", action="store_true",
+                   help="leave out the committed runs (docs/study/runs.json) that the root lacks")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="cells, steps and runs done")
     run = sub.add_parser("run", help="train and evaluate cells (skips finished runs)")
@@ -159,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = load_study(args.configs, images=args.images)
+        if args.images is None and not args.no_restore and args.configs.resolve() == CONFIG_DIR:
+            from reproduction.restore import restore
+
+            if n := restore(study, args.root):
+                print(f"restored {n} committed runs into {args.root} (docs/study/runs.json)")
         from reproduction.estimate import cmd_estimate
 
         command = {"list": cmd_list, "run": cmd_run, "estimate": cmd_estimate, "report": cmd_report}

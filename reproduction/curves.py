@@ -8,6 +8,7 @@ schedule. That gain is the report's evidence of a plateau.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -51,6 +52,11 @@ def family_curves(study: Study, family, root: Path) -> dict[str, list[dict]]:
         if len(curve) >= 2:
             out[cell.id] = curve
     return out
+
+
+def partial(curve: list[dict]) -> bool:
+    """True for a curve without mask AP (restored from a record that kept only box AP)."""
+    return any(math.isnan(p["segm"]) for p in curve)
 
 
 def _name(cell) -> str:

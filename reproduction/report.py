@@ -242,8 +242,9 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
 
 def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write REPRODUCTION.md at ``output`` and its PNGs in ``<output dir>/docs/study/``."""
-    from reproduction.curves import family_curves, plateau_text, plot_curves
+    from reproduction.curves import family_curves, partial, plateau_text, plot_curves
     from reproduction.report_text import render
+    from reproduction.restore import backbone_records, run_records
 
     root, output = Path(root), Path(output)
     results = collect(study, root)
@@ -252,7 +253,11 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
         docs = output.parent / "docs" / "study"
         png = _plot(family, results, docs / f"{family.name}.png")
         curves = family_curves(study, family, root)
-        curve_png = plot_curves(study, family, curves, docs / f"{family.name}_curves.png")
+        curve_png = docs / f"{family.name}_curves.png"
+        if curves and all(partial(c) for c in curves.values()) and curve_png.is_file():
+            pass  # only partial curves are left (restored): keep the plot drawn from the full ones
+        else:
+            curve_png = plot_curves(study, family, curves, curve_png)
         text = " ".join(
             t for t in (analyse(study, family, results), _failures(family, results)) if t
         )
@@ -262,22 +267,7 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
     records = run_records(study, root)
     if records:
         write_json_atomic(output.parent / "docs" / "study" / "runs.json", records, indent=1)
+    backbones = backbone_records(study, root)
+    if backbones:
+        write_json_atomic(output.parent / "docs" / "study" / "backbones.json", backbones, indent=1)
     return atomic_write(output, lambda f: f.write(text))
-
-
-def run_records(study: Study, root: Path) -> list[dict]:
-    """Every finished run: cell, seed, box / mask AP, steps, seconds and machine (the raw data
-    behind the report's means, committed as ``docs/study/runs.json``)."""
-    records = []
-    for cell in study.runnable(with_optional=True):
-        for seed in study.seeds:
-            d = run_dir(root, cell, seed)
-            m = finished(study, cell, seed, root)
-            if m is None:
-                continue
-            rec = read_json(d / "study.json") if (d / "study.json").is_file() else {}
-            records.append({"cell": cell.id, "seed": seed, "box_ap": m["bbox"]["AP"],
-                            "mask_ap": m["segm"]["AP"], "step": m.get("step"),
-                            "seconds": rec.get("seconds"), "paused_seconds": rec.get("paused_seconds"),
-                            "machine": rec.get("machine")})  # fmt: skip
-    return records

@@ -113,7 +113,7 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
     assert results["placement/gn_all"].values == {"bbox": [10.0, 20.0], "segm": [5.0, 7.0]}
     assert mean_std([10.0, 20.0]) == pytest.approx((15.0, 7.0710678))
     output = tmp_path / "REPRODUCTION.md"
-    assert main(["--root", str(root), "report", "--output", str(output)]) == 0
+    assert main(["--no-restore", "--root", str(root), "report", "--output", str(output)]) == 0
     text = output.read_text()
     b2, b8 = study.images_per_cell // 2, study.images_per_cell // 8
     row = f"| batch_sweep/gn_b2 | GN | {b2} × 2 | 2 | 15.0 ± 7.1 (n=2) | 6.0 ± 1.4 (n=2) | 100 |"
@@ -142,7 +142,10 @@ def test_report_aggregates_mean_std_and_plots(tmp_path):
 
 def test_report_without_runs_says_not_yet_run(tmp_path):
     output = tmp_path / "REPRODUCTION.md"
-    assert main(["--root", str(tmp_path / "none"), "report", "--output", str(output)]) == 0
+    assert (
+        main(["--no-restore", "--root", str(tmp_path / "none"), "report", "--output", str(output)])
+        == 0
+    )
     text = output.read_text()
     assert "**Not yet run**: no run of the study has finished." in text
     assert text.count("Small-scale result: not yet run.") == len(load_study().families)
@@ -163,7 +166,7 @@ def test_report_verdicts_come_from_the_measured_numbers(tmp_path):
     _fake_run(root, study, "groups/gn8", 0, 5.0, 5.0)
     _fake_run(root, study, "batch_sweep/frozen_bn_b2", 0, 16.0, 15.0)
     output = tmp_path / "REPRODUCTION.md"
-    assert main(["--root", str(root), "report", "--output", str(output)]) == 0
+    assert main(["--no-restore", "--root", str(root), "report", "--output", str(output)]) == 0
     text = output.read_text()
     assert ("**Agrees with the paper**: from the largest to the smallest batch, BN's box AP changes "
             "by -20.0 and GN's by +0.5.") in text  # fmt: skip

@@ -1,0 +1,131 @@
+"""Rebuild the runs folder's records from the committed results, so that a fresh clone can
+continue the study and write its report.
+
+The run folders (``runs/study``) are not committed; ``docs/study/runs.json`` (one record per
+finished run, with its AP curve when it evaluated during training) and
+``docs/study/backbones.json`` (each pretrained backbone's metadata, without its weights) are.
+:func:`restore` writes, for each committed run that the runs folder does not hold finished:
+
+- ``<run>/metrics.json``: ``{"bbox": {"AP"}, "segm": {"AP"}, "step"}``;
+- ``<run>/study.json``: the run's seconds, pause and machine, with ``"restored"`` set;
+- ``<run>/metrics.csv``: the curve, in the CSVLogger columns that ``curves.read_curve`` reads;
+
+and ``<root>/pretrain/<name>/backbone.pth.json`` for each backbone it lacks. A restored run
+counts as finished (``tools/study.py run`` skips it); a restored backbone has no weights, so a
+cell that needs it pretrains it again. Local runs always win over committed ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from detnorm.io import atomic_write, read_json, write_json_atomic
+from reproduction.curves import read_curve
+from reproduction.runner import Study, finished, run_dir
+
+__all__ = ["COMMITTED", "backbone_records", "restore", "run_records", "write_curve_csv"]
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "study"
+COLUMNS = ("step", "val/bbox_AP", "val/segm_AP")
+
+
+def write_curve_csv(path: Path, curve: list[dict]) -> None:
+    """``curve`` (``[{"step", "bbox", "segm"}]``, steps counted from 1) as a CSVLogger file,
+    which logs the evaluation after optimizer step N at N - 1; a NaN AP is left empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for p in curve:
+        row = [int(p["step"]) - 1]
+        for key in ("bbox", "segm"):
+            v = p.get(key)
+            row.append("" if v is None or math.isnan(float(v)) else repr(float(v)))
+        w.writerow(row)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _records(path: Path, what: str) -> list[dict]:
+    if not path.is_file():
+        return []
+    data = read_json(path, f"the committed {what}")
+    if not isinstance(data, list):
+        raise ValueError(
+            f"{path}: the committed {what} must be a JSON list, not {type(data).__name__}"
+        )
+    return data
+
+
+def restore(study: Study, root: Path, committed: Path = COMMITTED) -> int:
+    """Write the committed runs and backbones that ``root`` lacks; returns how many runs."""
+    root = Path(root)
+    known = {c.id: c for c in study.runnable(with_optional=True)}
+    n = 0
+    for i, rec in enumerate(_records(committed / "runs.json", "runs")):
+        cell = known.get(rec.get("cell"))
+        if cell is None or rec.get("seed") not in study.seeds:
+            continue  # a cell or seed that study.yaml no longer has
+        if finished(study, cell, rec["seed"], root) is not None:
+            continue
+        try:
+            metrics = {"bbox": {"AP": float(rec["box_ap"])}, "segm": {"AP": float(rec["mask_ap"])}}
+            if rec.get("step") is not None:
+                metrics["step"] = int(rec["step"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{committed / 'runs.json'}: record {i} ({rec.get('cell')} seed "
+                             f"{rec.get('seed')}) lacks a number for {e}") from None  # fmt: skip
+        d = run_dir(root, cell, rec["seed"])
+        d.mkdir(parents=True, exist_ok=True)
+        if rec.get("curve"):
+            write_curve_csv(d / "metrics.csv", rec["curve"])
+        keep = ("cell", "seed", "seconds", "paused_seconds", "machine", "curve_note")
+        study_rec = {k: rec[k] for k in keep if rec.get(k) is not None}
+        write_json_atomic(
+            d / "study.json", study_rec | {"status": "done", "restored": True}, indent=1
+        )
+        write_json_atomic(d / "metrics.json", metrics, indent=1)  # last: it marks the run finished
+        n += 1
+    for meta in _records(committed / "backbones.json", "backbones"):
+        path = root / "pretrain" / str(meta.get("name")) / "backbone.pth.json"
+        if meta.get("name") in study.pretrain.get("backbones", {}) and not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {k: v for k, v in meta.items() if k != "name"}, indent=1)
+    return n
+
+
+def run_records(study: Study, root: Path) -> list[dict]:
+    """Every finished run: cell, seed, box / mask AP, steps, seconds, machine and, for a run
+    that evaluated during training, its curve (the raw data behind the report, committed as
+    ``docs/study/runs.json``; :mod:`reproduction.restore` reads it back)."""
+    records = []
+    for cell in study.runnable(with_optional=True):
+        for seed in study.seeds:
+            d = run_dir(root, cell, seed)
+            m = finished(study, cell, seed, root)
+            if m is None:
+                continue
+            rec = read_json(d / "study.json") if (d / "study.json").is_file() else {}
+            records.append({"cell": cell.id, "seed": seed, "box_ap": m["bbox"]["AP"],
+                            "mask_ap": m["segm"]["AP"], "step": m.get("step"),
+                            "seconds": rec.get("seconds"), "paused_seconds": rec.get("paused_seconds"),
+                            "machine": rec.get("machine")})  # fmt: skip
+            curve = [
+                {k: (None if math.isnan(v) else v) for k, v in p.items()} for p in read_curve(d)
+            ]
+            if len(curve) >= 2:
+                records[-1]["curve"] = curve
+            if rec.get("curve_note"):  # how a restored curve was recovered
+                records[-1]["curve_note"] = rec["curve_note"]
+    return records
+
+
+def backbone_records(study: Study, root: Path) -> list[dict]:
+    """Each pretrained backbone's metadata (``backbone.pth.json``, no weights), with its name."""
+    out = []
+    for name in study.pretrain.get("backbones", {}):
+        path = Path(root) / "pretrain" / name / "backbone.pth.json"
+        if path.is_file():
+            out.append({"name": name} | read_json(path))
+    return out
