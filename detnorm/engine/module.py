@@ -158,11 +158,13 @@ class DetnormModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's ``load_from_checkpoint``, for checkpoints of any detnorm version. The
         file is read with ``weights_only=True`` (tensors and plain values) unless the caller
-        passes ``weights_only=False``."""
+        passes ``weights_only=False``. Only the saved hyperparameters are read before Lightning
+        loads it: the tensors are memory-mapped, not read, to find ``num_classes``."""
         if "num_classes" not in kwargs:
             from detnorm.weights.safe_load import torch_load
 
-            saved = torch_load(checkpoint_path, trust=kwargs.get("weights_only") is False)
+            trust = kwargs.get("weights_only") is False
+            saved = torch_load(checkpoint_path, trust=trust, mmap=True)
             hp = saved.get(cls.CHECKPOINT_HYPER_PARAMS_KEY, {})
             kwargs["num_classes"] = cls.upgrade_hparams(hp).get("num_classes")
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

@@ -158,8 +158,11 @@ def safe_unpickling(path: str | os.PathLike):
         raise UnsafeWeightsError(path, name) from None
 
 
-def torch_load(path: str | os.PathLike, *, trust: bool = False, map_location="cpu") -> object:
-    """The one ``torch.load`` of detnorm: ``weights_only=True`` unless ``trust``.
+def torch_load(
+    path: str | os.PathLike, *, trust: bool = False, map_location="cpu", mmap: bool = False
+) -> object:
+    """The one ``torch.load`` of detnorm: ``weights_only=True`` unless ``trust``. ``mmap`` maps
+    the tensors' storage instead of reading it (for a caller that needs only the plain values).
 
     A file whose pickle needs a global beyond torch's tensors and containers and
     :data:`CHECKPOINT_GLOBALS` raises :class:`UnsafeWeightsError` before anything of it runs;
@@ -169,9 +172,9 @@ def torch_load(path: str | os.PathLike, *, trust: bool = False, map_location="cp
     path = Path(path)
     try:
         if trust:
-            return torch.load(path, map_location=map_location, weights_only=False)
+            return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         with safe_unpickling(path):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except WeightsError:
         raise
     except pickle.UnpicklingError as e:

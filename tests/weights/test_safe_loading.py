@@ -178,3 +178,20 @@ def test_junk_is_a_weights_error_not_a_refusal(tmp_path):
     with pytest.raises(WeightsError, match="junk.pth") as info:
         torch_load(junk)
     assert not isinstance(info.value, UnsafeWeightsError)
+
+
+def test_mapped_load_equals_torch_load_and_still_refuses(evil, tmp_path):
+    """``mmap=True`` (how ``DetnormModule.load_from_checkpoint`` reads the hyperparameters
+    without the tensors) gives torch.load's values, and still refuses a payload."""
+    from detnorm.engine.module import DetnormModule
+
+    path = tmp_path / "plain.pth"
+    state = build_maskrcnn(num_classes=3, depth=18, norm="gn").state_dict()
+    torch.save({"model": state, "hyper_parameters": {"num_classes": 3}}, path)
+    mapped, ref = torch_load(path, mmap=True), torch.load(path, weights_only=True)
+    assert mapped["hyper_parameters"] == ref["hyper_parameters"]
+    assert all(torch.equal(v, ref["model"][k]) for k, v in mapped["model"].items())
+    files, marker = evil
+    with pytest.raises(UnsafeWeightsError):
+        DetnormModule.load_from_checkpoint(files["ckpt"])
+    assert not marker.exists()
