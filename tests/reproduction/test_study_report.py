@@ -285,3 +285,22 @@ def test_a_bad_committed_record_names_the_file_and_record(tmp_path):
     (docs / "runs.json").write_text("{")
     with pytest.raises(ValueError, match="runs.json"):
         restore(load_study(), tmp_path / "runs", docs)
+
+
+@pytest.mark.parametrize(
+    ("scratch_6x", "verdict"), [(68.0, "agrees"), (58.0, "partly"), (20.0, "does not agree")]
+)
+def test_scratch_verdict_needs_the_gap_to_narrow_at_each_schedule(tmp_path, scratch_6x, verdict):
+    """Gaps 25 (1x) and 12 (3x), then 2, 12.5 or 55 at 6x (std 0.71 per cell)."""
+    study = load_study()
+    root = tmp_path / "runs"
+    means = {"batch_sweep/gn_b2": 45.0, "scratch/gn_scratch_1x": 20.0,
+             "scratch/gn_pretrained_3x": 68.0, "scratch/gn_scratch_3x": 56.0,
+             "scratch/gn_pretrained_6x": 70.5, "scratch/gn_scratch_6x": scratch_6x}  # fmt: skip
+    for cell_id, mean in means.items():
+        for seed in (0, 1):
+            _run(root, study, cell_id, seed, mean - 0.5 + seed)
+    text = claims_table(study, collect(study, root), tmp_path / "none.json")
+    row = _claim(text, "From scratch closes")
+    assert row[2].startswith("pretrained − scratch 25.0 → 12.0 → ")
+    assert row[3] == verdict
