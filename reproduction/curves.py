@@ -96,15 +96,19 @@ def plot_curves(study: Study, family, curves: dict[str, list[dict]], path: Path)
     fig = Figure(figsize=(10, 4))
     for k, (iou, title) in enumerate((("bbox", "box AP"), ("segm", "mask AP"))):
         ax = fig.add_subplot(1, 2, k + 1)
-        for cell_id, curve in curves.items():
+        for i, (cell_id, curve) in enumerate(curves.items()):
+            if all(math.isnan(p[iou]) for p in curve):
+                continue  # a restored curve without mask AP
             ax.plot([p["step"] for p in curve], [p[iou] for p in curve], marker="o",
-                    label=_name(study.cell(cell_id)))  # fmt: skip
+                    color=f"C{i % 10}", label=_name(study.cell(cell_id)))  # fmt: skip
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{title} (seed {study.curve['seeds'][0]})")
         ax.set_title(f"{title} against steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{family.title}: AP during training", fontsize=10)
+    restored = "\n(two-point lines: restored runs that kept only their last two box-AP values)"
+    fig.suptitle(f"{family.title}: AP during training"
+                 + (restored if any(partial(c) for c in curves.values()) else ""), fontsize=9)  # fmt: skip
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     return path
