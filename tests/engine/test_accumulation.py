@@ -90,7 +90,10 @@ def test_accumulating_two_batches_of_one_equals_one_batch_of_two(two_images, tmp
     moved = _max_diff(batched, _initial(two_images, norm))
     assert moved > 1e-3, moved  # two steps changed the weights far more than the tolerance
     print(f"{norm}: max |accumulated - batched| = {diff:.3g}, max update = {moved:.3g}")
+    # measured against the update: float32 kernels for 1 and 2 images sum in other orders (on
+    # an AMX CPU GN differs by 0.3 % of its largest update; a lost 1/2 on the loss would
+    # differ by about the update itself)
     if same:
-        assert diff < 1e-5, diff
+        assert diff < 0.01 * moved, (diff, moved)
     else:  # BN normalizes over 1 image instead of 2: other activations, other gradients
-        assert diff > 1e-4, diff
+        assert diff > 0.1 * moved, (diff, moved)
