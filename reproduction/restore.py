@@ -12,7 +12,8 @@ finished run, with its AP curve when it evaluated during training) and
 
 and ``<root>/pretrain/<name>/backbone.pth.json`` for each backbone it lacks. A restored run
 counts as finished (``tools/study.py run`` skips it); a restored backbone has no weights, so a
-cell that needs it pretrains it again. Local runs always win over committed ones.
+cell that needs it pretrains it again. A finished local run always wins over a committed one;
+an unfinished one is replaced by it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 from pathlib import Path
 
 from detnorm.io import atomic_write, read_json, write_json_atomic
@@ -77,7 +79,9 @@ def restore(study: Study, root: Path, committed: Path = COMMITTED) -> int:
             raise ValueError(f"{committed / 'runs.json'}: record {i} ({rec.get('cell')} seed "
                              f"{rec.get('seed')}) lacks a number for {e}") from None  # fmt: skip
         d = run_dir(root, cell, rec["seed"])
-        d.mkdir(parents=True, exist_ok=True)
+        if d.exists():  # an unfinished local run of a committed one: the committed run wins
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
         if rec.get("curve"):
             write_curve_csv(d / "metrics.csv", rec["curve"])
         keep = ("cell", "seed", "seconds", "paused_seconds", "machine", "curve_note")

@@ -243,10 +243,14 @@ def test_committed_runs_restore_into_an_empty_root(tmp_path):
         outs.append(out.read_text().replace(str(root), "ROOT"))
     assert outs[0] == outs[1]
 
-    c = tmp_path / "c"  # a local run is kept, not overwritten by the committed one
+    c = tmp_path / "c"  # a finished local run is kept, not overwritten by the committed one
     _run(c, study, "batch_sweep/bn_b8", 2, 15.0)
+    stale = run_dir(c, study.cell("batch_sweep/gn_b2"), seed)  # an unfinished one is replaced
+    stale.mkdir(parents=True)
+    (stale / "metrics.csv").write_text("step,val/bbox_AP\n0,1.0\n")
     assert restore(study, c, docs) == 2
     assert collect(study, c)["batch_sweep/bn_b8"].values["bbox"] == [15.0]
+    assert read_curve(stale) == read_curve(run_dir(a, cell, seed))
 
 
 def test_only_partial_curves_keep_the_drawn_plot(tmp_path):
