@@ -129,6 +129,7 @@ def _inference(r: dict, where: str) -> list[str]:
 
 
 def _bf16(r: dict, where: str) -> list[str]:
+    load = r["machine"].get("load_avg_1m", float("nan"))
     lines = [
         "## 6. bf16 against fp32 on the CPU (training step)",
         "",
@@ -137,8 +138,13 @@ def _bf16(r: dict, where: str) -> list[str]:
         '`torch.autocast("cpu", torch.bfloat16)` (what `--precision bf16-mixed` does); '
         f"{r['rounds']} rounds after one warm-up round, medians. This CPU's bf16 support: "
         f"`{r['cpu_bf16'] or 'none'}`. {where}; 1-minute load average at start "
-        f"{r['machine'].get('load_avg_1m', float('nan')):.1f}, so the absolute times are "
-        "several times those of a quiet machine and the per-round ratios scatter.",
+        f"{load:.1f}"
+        + (
+            ", so the absolute times are several times those of a quiet machine and the "
+            "per-round ratios scatter."
+            if load > 2
+            else " (a quiet machine)."
+        ),  # fmt: skip
         "",
         "| setting | norm | fp32 s/step | bf16 s/step | bf16 speedup | per-round speedups "
         "| box / mask RoIs per step (fp32, bf16) | mean loss (fp32, bf16) |",
@@ -187,9 +193,10 @@ def _bf16_ap(r: dict) -> list[str]:
         "",
         f"Whole-run speedup of bf16: {speedup:.2f}x. The default stays fp32: the rule for "
         "switching it (bf16 at least 1.3x faster, AP within the seed spread) is met for AP but "
-        "not clearly for speed on this CPU, which has AVX-512 BF16 and no AMX; the main job at "
-        "2 threads measured 1.2-1.33x per step (0.32-0.35 against 0.26 s, a trained model's "
-        "batches of 4, one process).",
+        "not clearly for speed on the CPU of these runs (AMD EPYC: AVX-512 BF16, no AMX); the "
+        "main job at 2 threads measured 1.2-1.33x per step there (0.32-0.35 against 0.26 s, a "
+        "trained model's batches of 4, one process). The training-step table above is "
+        "re-measured whenever section 6 re-runs, on the machine its header names.",
         "",
     ]
     return lines
