@@ -2,7 +2,6 @@
 runs, on runs written by the tests (the verdicts and fits are checked against numbers computed
 here by hand)."""
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -11,29 +10,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from helpers.study_runs import write_run as _run  # noqa: E402
+
 from reproduction.claims import claims_table  # noqa: E402
 from reproduction.cli import main  # noqa: E402
 from reproduction.curves import family_curves, last_gain, plateau_text, read_curve  # noqa: E402
 from reproduction.estimate import measured_rates  # noqa: E402
 from reproduction.report import collect  # noqa: E402
 from reproduction.runner import cell_config, finished, load_study, run_dir  # noqa: E402
-
-
-def _run(root, study, cell_id, seed, box, mask=None, seconds=100.0, threads="1", curve=None):
-    d = run_dir(root, study.cell(cell_id), seed)
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {"bbox": {"AP": box}, "segm": {"AP": box if mask is None else mask}}
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    record = {"status": "done", "seconds": seconds, "machine": {"omp_num_threads": threads}}
-    (d / "study.json").write_text(json.dumps(record))
-    if curve:
-        with open(d / "metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, ["epoch", "step", "train/loss", "val/bbox_AP", "val/segm_AP"])
-            w.writeheader()
-            for step, b, m in curve:  # a training row, then the evaluation logged at step - 1
-                w.writerow({"epoch": 0, "step": step - 1, "train/loss": 1.0})
-                w.writerow({"epoch": 0, "step": step - 1, "val/bbox_AP": b, "val/segm_AP": m})
-    return d
 
 
 def _claim(text: str, start: str) -> list[str]:
@@ -202,93 +186,6 @@ def test_stage_runs_its_families_cells(tmp_path, capsys):
         study.stage_cells(9)
     assert main(["--no-restore", "--root", str(tmp_path), "run", "--stage", "9"]) == 2
     assert "unknown stage 9" in capsys.readouterr().err
-
-
-def test_committed_runs_restore_into_an_empty_root(tmp_path):
-    """The report's records (``runs.json``, ``backbones.json``) written from one root, restored
-    into an empty one, give the same tables, curves and report; a local run wins over them."""
-    from reproduction.restore import backbone_records, restore, run_records
-
-    study = load_study()
-    a, b, docs = tmp_path / "a", tmp_path / "b", tmp_path / "docs"
-    seed = study.curve["seeds"][0]
-    _run(a, study, "batch_sweep/gn_b2", seed, 30.0, 28.0, seconds=321.0,
-         curve=[(250, 10.0, 9.0), (500, 25.0, 22.0), (750, 29.0, 27.0), (1000, 30.0, 28.0)])  # fmt: skip
-    _run(a, study, "batch_sweep/gn_b2", 1, 32.0, 29.5, seconds=300.0)
-    _run(a, study, "batch_sweep/bn_b8", 2, 11.0, 12.0, seconds=90.0)
-    meta = a / "pretrain" / "gn" / "backbone.pth.json"
-    meta.parent.mkdir(parents=True)
-    meta.write_text(
-        json.dumps({"norm": "gn", "steps": 1200, "train_seconds": 1003.0, "top1": 99.2})
-    )
-    docs.mkdir()
-    (docs / "runs.json").write_text(json.dumps(run_records(study, a)))
-    (docs / "backbones.json").write_text(json.dumps(backbone_records(study, a)))
-    assert json.loads((docs / "backbones.json").read_text())[0]["name"] == "gn"
-
-    assert restore(study, b, docs) == 3
-    assert restore(study, b, docs) == 0  # already there
-    ra, rb = collect(study, a), collect(study, b)
-    assert {k: (v.values, v.seconds) for k, v in ra.items()} == {
-        k: (v.values, v.seconds) for k, v in rb.items()
-    }
-    cell = study.cell("batch_sweep/gn_b2")
-    assert finished(study, cell, 1, b) is not None
-    assert read_curve(run_dir(b, cell, seed)) == read_curve(run_dir(a, cell, seed))
-    assert json.loads((b / "pretrain" / "gn" / "backbone.pth.json").read_text())["top1"] == 99.2
-    outs = []
-    for root in (a, b):
-        out = tmp_path / root.name / "REPRODUCTION.md"
-        assert main(["--no-restore", "--root", str(root), "report", "--output", str(out)]) == 0
-        outs.append(out.read_text().replace(str(root), "ROOT"))
-    assert outs[0] == outs[1]
-
-    c = tmp_path / "c"  # a finished local run is kept, not overwritten by the committed one
-    _run(c, study, "batch_sweep/bn_b8", 2, 15.0)
-    stale = run_dir(c, study.cell("batch_sweep/gn_b2"), seed)  # an unfinished one is replaced
-    stale.mkdir(parents=True)
-    (stale / "metrics.csv").write_text("step,val/bbox_AP\n0,1.0\n")
-    assert restore(study, c, docs) == 2
-    assert collect(study, c)["batch_sweep/bn_b8"].values["bbox"] == [15.0]
-    assert read_curve(stale) == read_curve(run_dir(a, cell, seed))
-
-
-def test_only_partial_curves_keep_the_drawn_plot(tmp_path):
-    """A family whose curves were restored without mask AP keeps its committed curve PNG (and
-    its plateau sentence); a full curve redraws it."""
-    study = load_study()
-    seed = study.curve["seeds"][0]
-    d = _run(tmp_path / "runs", study, "groups/ln", seed, 30.0)
-    from reproduction.restore import write_curve_csv
-
-    write_curve_csv(d / "metrics.csv", [{"step": 750, "bbox": 26.2, "segm": None},
-                                        {"step": 1000, "bbox": 30.0, "segm": None}])  # fmt: skip
-    png = tmp_path / "docs" / "study" / "groups_curves.png"
-    png.parent.mkdir(parents=True)
-    png.write_bytes(b"drawn from the full curves")
-    out = tmp_path / "REPRODUCTION.md"
-    args = ["--no-restore", "--root", str(tmp_path / "runs"), "report", "--output", str(out)]
-    assert main(args) == 0
-    assert png.read_bytes() == b"drawn from the full curves"
-    text = out.read_text()
-    assert "](docs/study/groups_curves.png)" in text and "G=1 (LN) +3.8 (750→1000)" in text
-    write_curve_csv(d / "metrics.csv", [{"step": 750, "bbox": 26.2, "segm": 20.0},
-                                        {"step": 1000, "bbox": 30.0, "segm": 24.0}])  # fmt: skip
-    assert main(args) == 0
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_a_bad_committed_record_names_the_file_and_record(tmp_path):
-    from reproduction.restore import restore
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "runs.json").write_text(json.dumps([{"cell": "batch_sweep/gn_b2", "seed": 0}]))
-    with pytest.raises(ValueError, match=r"runs\.json: record 0 \(batch_sweep/gn_b2 seed 0\)"):
-        restore(load_study(), tmp_path / "runs", docs)
-    (docs / "runs.json").write_text("{")
-    with pytest.raises(ValueError, match="runs.json"):
-        restore(load_study(), tmp_path / "runs", docs)
 
 
 @pytest.mark.parametrize(
