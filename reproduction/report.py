@@ -254,9 +254,8 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
         png = _plot(family, results, docs / f"{family.name}.png")
         curves = family_curves(study, family, root)
         curve_png = docs / f"{family.name}_curves.png"
-        if curves and all(partial(c) for c in curves.values()) and curve_png.is_file():
-            pass  # only partial curves are left (restored): keep the plot drawn from the full ones
-        else:
+        # with only partial (restored) curves left, keep the plot drawn from the full ones
+        if not (curves and all(partial(c) for c in curves.values()) and curve_png.is_file()):
             curve_png = plot_curves(study, family, curves, curve_png)
         text = " ".join(
             t for t in (analyse(study, family, results), _failures(family, results)) if t
