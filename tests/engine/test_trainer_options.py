@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from helpers.errors import raises_option
-from helpers.runs import assert_same_state, momenta
+from helpers.runs import assert_same_checkpoint
 from helpers.tiny_coco import write_split
 
 from detnorm.cli.train import main, parse_config
@@ -170,8 +170,7 @@ def test_accumulated_run_resumed_mid_epoch_equals_uninterrupted(tmp_path_factory
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
             for d in (full, resumed))  # fmt: skip
     assert a["global_step"] == b["global_step"] == 4
-    assert_same_state(a["state_dict"], b["state_dict"], start=state["state_dict"])
-    assert_same_state(momenta(a), momenta(b), start=momenta(state))
+    assert_same_checkpoint(a, b, start=state)
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,13 @@ def tiny_args(data) -> list[str]:
     return ["--config", str(cfg), "--data", str(data)]
 
 
-def momenta(checkpoint: dict) -> dict:
-    """``{param index: SGD momentum buffer}`` of a Lightning checkpoint's first optimizer."""
-    return {k: s["momentum_buffer"] for k, s in checkpoint["optimizer_states"][0]["state"].items()}
+def assert_same_checkpoint(a: dict, b: dict, start: dict) -> None:
+    """Two Lightning checkpoints of runs that went on from ``start``: the same weights and the
+    same SGD momentum buffers (of the first optimizer), as :func:`assert_same_state` checks."""
+    assert_same_state(a["state_dict"], b["state_dict"], start["state_dict"])
+    momenta = [{k: s["momentum_buffer"] for k, s in c["optimizer_states"][0]["state"].items()}
+               for c in (a, b, start)]  # fmt: skip
+    assert_same_state(*momenta)
 
 
 def assert_same_state(a: dict, b: dict, start: dict) -> None:
