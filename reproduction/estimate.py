@@ -22,7 +22,15 @@ import numpy as np
 
 from detnorm.config import write_yaml
 from detnorm.io import write_json_atomic
-from reproduction.runner import cell_config, invoke, machine, run_cell, run_dir, run_seconds
+from reproduction.runner import (
+    cell_config,
+    cpu_model,
+    invoke,
+    machine,
+    run_cell,
+    run_dir,
+    run_seconds,
+)
 
 __all__ = ["cmd_estimate", "measured_rates", "probe"]
 
@@ -87,10 +95,26 @@ def _images(cfg: dict) -> int:
     return cfg["max_steps"] * cfg["batch_size"] * cfg.get("devices", 1)
 
 
+def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0: a column whose coefficient comes out negative
+    (runs on two CPUs of different speed can pull the per-evaluation time below zero) is fixed
+    at 0 and the rest refitted."""
+    keep = list(range(x.shape[1]))
+    while True:
+        coef = np.linalg.lstsq(x[:, keep], y, rcond=None)[0]
+        if (coef >= 0).all() or len(keep) == 1:
+            out = np.zeros(x.shape[1])
+            out[keep] = np.maximum(coef, 0.0)
+            return out
+        keep.pop(int(np.argmin(coef)))
+
+
 def measured_rates(study, root: Path) -> dict | None:
     """Seconds per training image, per extra evaluation and per run (start-up and the final
-    evaluation) fitted to the finished single-thread runs; None with fewer than three."""
-    rows, seconds = [], []
+    evaluation) fitted to the finished single-thread runs, none of them negative; None with
+    fewer than three. When three or more of the runs record this machine's CPU model
+    (``machine.cpu_model``), only those are fitted."""
+    rows, seconds, models = [], [], []
     for cell in study.runnable(with_optional=True):
         for seed in study.seeds:
             path = run_dir(root, cell, seed) / "study.json"
@@ -103,15 +127,22 @@ def measured_rates(study, root: Path) -> dict | None:
             ):
                 continue
             cfg = cell_config(study, cell, seed)
-            rows.append([1.0, _images(cfg), study.curve_evals(seed) - 1])
+            rows.append([1.0, _images(cfg), study.curve_evals(seed, cell) - 1])
             seconds.append(run_seconds(rec))
+            models.append((rec.get("machine") or {}).get("cpu_model"))
+    here = cpu_model()
+    same = [i for i, m in enumerate(models) if here is not None and m == here]
+    source = f"finished runs (one thread each) on {here}" if len(same) >= 3 else None
+    if source:
+        rows, seconds = [rows[i] for i in same], [seconds[i] for i in same]
     if len(rows) < 3:
         return None
+    source = f"{len(rows)} {source or 'finished runs (one thread each)'}"
     x = np.array(rows, dtype=float)
     if not x[:, 2].any():
         x = x[:, :2]
-    coef = np.linalg.lstsq(x, np.array(seconds), rcond=None)[0]
-    return {"source": f"{len(rows)} finished runs (one thread each)",
+    coef = _nonnegative_fit(x, np.array(seconds))
+    return {"source": source,
             "overhead_seconds": float(coef[0]), "seconds_per_image": float(coef[1]),
             "extra_eval_seconds": float(coef[2]) if len(coef) > 2 else 0.0,
             "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
@@ -153,7 +184,7 @@ def cmd_estimate(study, args) -> int:
     for cell in study.runnable(with_optional=True):
         cfg = cell_config(study, cell)
         runs = [rates["overhead_seconds"] + _images(cfg) * rates["seconds_per_image"]
-                + (study.curve_evals(s) - 1) * rates["extra_eval_seconds"] for s in study.seeds]  # fmt: skip
+                + (study.curve_evals(s, cell) - 1) * rates["extra_eval_seconds"] for s in study.seeds]  # fmt: skip
         rows.append({"cell": cell.id, "steps": cfg["max_steps"], "images": _images(cfg),
                      "seconds_per_run": round(sum(runs) / len(runs), 1), "runs": len(runs),
                      "seconds": round(sum(runs), 1), "optional": cell.optional})  # fmt: skip

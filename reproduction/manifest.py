@@ -10,7 +10,9 @@ the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lis
 ``multiple``   training length in units of ``images_per_cell``: 3 for the 3x cells, a fraction
                for the equal-steps cells (0.25 at 2 images per step: the steps of an 8-image cell);
 ``optional``   run by ``run --all`` only with ``--with-optional``;
-``same_as``    another cell whose runs this one reuses (one run, two tables).
+``same_as``    another cell whose runs this one reuses (one run, two tables);
+``evals``      COCO evaluations of a curve seed's run, spread evenly (overrides ``study.yaml``'s
+               ``curve: evals`` for this cell: a long schedule's AP against steps).
 
 A family file also has ``title``, ``base`` (config files under every cell), ``paper`` (the
 published numbers, quoted), ``plot``, ``analysis`` (how the report compares the cells with the
@@ -34,7 +36,7 @@ __all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "load_study"]
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "study"
-_CELL_KEYS = {"label", "x", "config", "pretrain", "multiple", "optional", "same_as"}
+_CELL_KEYS = {"label", "x", "config", "pretrain", "multiple", "optional", "same_as", "evals"}
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Cell:
     multiple: float = 1
     optional: bool = False
     same_as: str | None = None
+    evals: int | None = None
 
     @property
     def id(self) -> str:
@@ -81,9 +84,11 @@ class Study:
     stages: dict = field(default_factory=dict)  # {1: [family, ...], ...}: one session each
     claims: list = field(default_factory=list)  # rows of REPRODUCTION.md's claims table
 
-    def curve_evals(self, seed: int) -> int:
-        """How many COCO evaluations a run of ``seed`` makes (1: only the final one)."""
-        return int(self.curve.get("evals", 1)) if seed in self.curve.get("seeds", []) else 1
+    def curve_evals(self, seed: int, cell: Cell | None = None) -> int:
+        """How many COCO evaluations a run of ``seed`` (of ``cell``) makes (1: only the final one)."""
+        if seed not in self.curve.get("seeds", []):
+            return 1
+        return int(cell.evals if cell is not None and cell.evals else self.curve.get("evals", 1))
 
     def data_root(self, root: Path, data: str | None = None) -> str | None:
         """``data`` when given; else the study's generated dataset (``study.yaml``: ``dataset``,
@@ -162,7 +167,8 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                                     pretrain=spec.get("pretrain"),
                                     multiple=float(spec.get("multiple", 1)),
                                     optional=bool(spec.get("optional", False)),
-                                    same_as=spec.get("same_as"))  # fmt: skip
+                                    same_as=spec.get("same_as"),
+                                    evals=int(spec["evals"]) if spec.get("evals") else None)  # fmt: skip
         families[name] = Family(name=name, title=str(data.get("title", name)), path=path,
                                 base=[path.parent / b for b in ([bases] if isinstance(bases, str) else bases)],
                                 cells=cells, paper=str(data.get("paper", "")),

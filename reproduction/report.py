@@ -237,7 +237,26 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
             out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: the gap "
                        f"{'shrinks' if agree else 'does not shrink'} from {gaps[0]:.1f} to "
                        f"{gaps[-1]:.1f} box AP with the longest schedule.")  # fmt: skip
+    out += [t for t in (_series(study, fid, cells, results) for cells in a.get("series", [])) if t]
     return " ".join(out)
+
+
+def _series(study: Study, fid: str, cells: list[str], results: dict[str, CellResult]) -> str:
+    """One line of cells, in order (a schedule: 1x, 3x, ...): each one's box AP, and what the
+    last step added against its noise (the convergence test: a longer run that adds nothing
+    beyond the noise is at a plateau). Empty when fewer than two cells have runs."""
+    ids = [f"{fid}/{c}" for c in cells if results[f"{fid}/{c}"].n]
+    if len(ids) < 2:
+        return ""
+    pts = [f"{results[i].stat('bbox')[0]:.1f}" + (f" (n={results[i].n})" if results[i].n < 3 else "")
+           for i in ids]  # fmt: skip
+    d, noise = _diff(results, ids[-2], ids[-1])
+    names = " → ".join(study.cell(i).label for i in ids)
+    state = {"higher": "still gaining", "within noise": "a plateau"}.get(
+        _verdict(d, noise), "lower"
+    )
+    return (f"Box AP along {names}: {' → '.join(pts)}; the last step adds {d:+.1f} "
+            f"(noise ±{noise:.1f}: {state}).")  # fmt: skip
 
 
 def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLike) -> Path:

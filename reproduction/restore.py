@@ -13,16 +13,24 @@ finished run, with its AP curve when it evaluated during training) and
 and ``<root>/pretrain/<name>/backbone.pth.json`` for each backbone it lacks. A restored run
 counts as finished (``tools/study.py run`` skips it); a restored backbone has no weights, so a
 cell that needs it pretrains it again. A finished local run always wins over a committed one;
-an unfinished one is replaced by it.
+an unfinished one is replaced by it. Two study commands started at once on one runs folder
+restore it one after the other: :func:`restore` holds an exclusive lock on
+``<root>/.restore.lock`` (POSIX ``flock``) while it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one study command at a time)
+    fcntl = None
 
 from detnorm.io import atomic_write, read_json, write_json_atomic
 from reproduction.curves import read_curve
@@ -60,9 +68,28 @@ def _records(path: Path, what: str) -> list[dict]:
     return data
 
 
+@contextlib.contextmanager
+def _locked(root: Path):
+    """Hold an exclusive lock on ``root/.restore.lock`` (blocks while another process holds it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".restore.lock", "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def restore(study: Study, root: Path, committed: Path = COMMITTED) -> int:
     """Write the committed runs and backbones that ``root`` lacks; returns how many runs."""
     root = Path(root)
+    with _locked(root):
+        return _restore(study, root, committed)
+
+
+def _restore(study: Study, root: Path, committed: Path) -> int:
     known = {c.id: c for c in study.runnable(with_optional=True)}
     n = 0
     for i, rec in enumerate(_records(committed / "runs.json", "runs")):

@@ -27,7 +27,7 @@ from detnorm.config import build_config, load_yaml, merge, write_yaml
 from detnorm.io import write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
-__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "ensure_pretrained", "finished", "run_seconds",
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "cpu_model", "ensure_pretrained", "finished", "run_seconds",
            "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
 
 
@@ -42,7 +42,7 @@ def cell_config(study: Study, cell: Cell, seed: int | None = None) -> dict:
         int(cfg.get("batch_size", 2)) * int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
     )
     cfg["max_steps"] = max(1, round(study.images_per_cell * cell.multiple / per_step))
-    evals = study.curve_evals(seed) if seed is not None else 1
+    evals = study.curve_evals(seed, cell) if seed is not None else 1
     if evals > 1:
         cfg["eval_period"] = -(-cfg["max_steps"] // evals)  # ceil: the last is the final one
     cfg["name"] = cell.id.replace("/", "_")
@@ -128,9 +128,23 @@ def ensure_pretrained(study: Study, name: str, root: Path, *, extra_args: str = 
     return weights
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; None where there is none): the kernels, and so
+    the time per image, differ between two x86_64 CPUs."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (None,) * 3
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+            "processor": platform.processor() or platform.machine(),
             "platform": platform.platform(terse=True), "loadavg": [round(x, 2) for x in load if x is not None],
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
 

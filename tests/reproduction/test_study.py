@@ -38,7 +38,8 @@ def test_every_cell_resolves(tmp_path):
         assert cfg["max_steps"] * per_step == study.images_per_cell * cell.multiple
         assert cfg["eval_period"] is None and cfg["depth"] == 18
         curve = cell_config(study, cell, study.curve["seeds"][0])
-        assert curve["eval_period"] == -(-curve["max_steps"] // study.curve["evals"])
+        evals = cell.evals or study.curve["evals"]  # a cell's own count wins
+        assert curve["eval_period"] == -(-curve["max_steps"] // evals)
         assert cell_config(study, cell, 1)["eval_period"] is None  # other seeds: at the end
     steps = [
         cell_config(study, study.resolve(study.cell(f"batch_steps/gn_b{b}"))) for b in (8, 4, 2)
@@ -48,6 +49,8 @@ def test_every_cell_resolves(tmp_path):
     sweep = [cell_config(study, study.cell(f"batch_sweep/bn_b{b}")) for b in (8, 4, 2, 1)]
     assert [c["max_steps"] * c["batch_size"] for c in sweep] == [study.images_per_cell] * 4
     assert study.resolve(study.cell("placement/gn_all")).id == "batch_sweep/gn_b2"
+    long = cell_config(study, study.cell("scratch/gn_scratch_12x"), study.curve["seeds"][0])
+    assert (long["max_steps"], long["eval_period"]) == (12000, 1000)  # evals: 12
     with pytest.raises(ValueError, match="unknown cell"):
         study.cell("batch_sweep/nope")
 

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -177,6 +178,44 @@ def test_estimate_fits_the_finished_runs(tmp_path, capsys):
     )
 
 
+def _timed_runs(root, study, cells, per_image, per_eval, model):
+    for cell_id in cells:
+        for seed in study.seeds:
+            cfg = cell_config(study, study.cell(cell_id), seed)
+            images = cfg["max_steps"] * cfg["batch_size"]
+            secs = 20.0 + per_image * images + per_eval * (study.curve_evals(seed) - 1)
+            d = _run(root, study, cell_id, seed, 1.0, seconds=secs)
+            record = json.loads((d / "study.json").read_text())
+            record["machine"]["cpu_model"] = model
+            (d / "study.json").write_text(json.dumps(record))
+
+
+def test_estimate_fits_this_cpus_runs_and_no_negative_rate(tmp_path, monkeypatch):
+    """Runs on two CPUs: the fit takes only those of this machine's model when it has three;
+    fitted together, a slow CPU's short runs beside a fast CPU's curve runs would give a
+    negative time per evaluation, which is fixed at 0."""
+    import reproduction.estimate as estimate
+
+    study = load_study()
+    root = tmp_path / "runs"
+    _timed_runs(root, study, ["batch_sweep/gn_b8", "batch_sweep/gn_b4"], 0.25, 40.0, "CPU B")
+    _timed_runs(root, study, ["batch_sweep/gn_b2", "scratch/gn_scratch_3x"], 0.1, 40.0, "CPU A")
+    monkeypatch.setattr(estimate, "cpu_model", lambda: "CPU A")
+    rates = measured_rates(study, root)
+    assert rates["source"] == "6 finished runs (one thread each) on CPU A"
+    assert rates["seconds_per_image"] == pytest.approx(0.1)
+    assert rates["extra_eval_seconds"] == pytest.approx(40.0)
+    monkeypatch.setattr(estimate, "cpu_model", lambda: "CPU C")  # no runs of its own: all
+    rates = measured_rates(study, root)
+    assert rates["source"] == "12 finished runs (one thread each)"
+    assert min(rates["overhead_seconds"], rates["seconds_per_image"],
+               rates["extra_eval_seconds"]) >= 0  # fmt: skip
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])
+    assert list(estimate._nonnegative_fit(x, np.array([3.0, 2.0, 1.0]))) == pytest.approx(
+        [2.0, 0.0]
+    )
+
+
 def test_stage_runs_its_families_cells(tmp_path, capsys):
     study = load_study()
     stage = next(k for k, families in study.stages.items() if "groups" in families)
@@ -205,3 +244,44 @@ def test_scratch_verdict_needs_the_gap_to_narrow_at_each_schedule(tmp_path, scra
     row = _claim(text, "From scratch closes")
     assert row[2].startswith("pretrained − scratch 25.0 → 12.0 → ")
     assert row[3] == verdict
+
+
+@pytest.mark.parametrize(("pretrained_12x", "state"),
+                         [(71.0, "a plateau"), (75.0, "still gaining"), (66.0, "lower")])  # fmt: skip
+def test_schedule_series_says_whether_the_longest_run_still_gains(tmp_path, pretrained_12x, state):
+    """The scratch family's series: pretrained 1x → 3x → 6x (std 0.71 each) → 12x (one seed,
+    std 0); the 12x step adds 0.5, 4.5 or -4.5 box AP against the noise of ±0.7."""
+    from reproduction.report import analyse
+
+    study = load_study()
+    root = tmp_path / "runs"
+    means = {"batch_sweep/gn_b2": 45.0, "scratch/gn_pretrained_3x": 68.0,
+             "scratch/gn_pretrained_6x": 70.5}  # fmt: skip
+    for cell_id, mean in means.items():
+        for seed in (0, 1):
+            _run(root, study, cell_id, seed, mean - 0.5 + seed)
+    _run(root, study, "scratch/gn_pretrained_12x", 0, pretrained_12x)
+    text = analyse(study, study.families["scratch"], collect(study, root))
+    line = next(s for s in text.split(". Box AP along ")[1:] if s.startswith("GN pretrained, 1x"))
+    assert f"45.0 (n=2) → 68.0 (n=2) → 70.5 (n=2) → {pretrained_12x:.1f} (n=1)" in line
+    assert f"the last step adds {pretrained_12x - 70.5:+.1f} (noise ±0.7: {state})" in line
+    assert text.count("Box AP along") == 1  # no scratch runs: no scratch series
+
+
+def test_scratch_claim_adds_the_12x_probe_once_it_has_runs(tmp_path):
+    """Gaps 25 → 12 → 2 at 1x → 3x → 6x; a 12x pair (one seed each) adds a fourth, -1."""
+    study = load_study()
+    root = tmp_path / "runs"
+    means = {"batch_sweep/gn_b2": 45.0, "scratch/gn_scratch_1x": 20.0,
+             "scratch/gn_pretrained_3x": 68.0, "scratch/gn_scratch_3x": 56.0,
+             "scratch/gn_pretrained_6x": 70.5, "scratch/gn_scratch_6x": 68.5}  # fmt: skip
+    for cell_id, mean in means.items():
+        for seed in (0, 1):
+            _run(root, study, cell_id, seed, mean - 0.5 + seed)
+    row = _claim(claims_table(study, collect(study, root), tmp_path / "none.json"), "From scratch")
+    assert row[2] == "pretrained − scratch 25.0 → 12.0 → 2.0 box AP (1x → 3x → 6x)"
+    _run(root, study, "scratch/gn_pretrained_12x", 0, 74.0)
+    _run(root, study, "scratch/gn_scratch_12x", 0, 75.0)
+    row = _claim(claims_table(study, collect(study, root), tmp_path / "none.json"), "From scratch")
+    assert row[2] == "pretrained − scratch 25.0 → 12.0 → 2.0 → -1.0 box AP (1x → 3x → 6x → 12x)"
+    assert row[3] == "agrees"

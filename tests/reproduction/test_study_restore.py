@@ -102,3 +102,40 @@ def test_a_bad_committed_record_names_the_file_and_record(tmp_path):
     (docs / "runs.json").write_text("{")
     with pytest.raises(ValueError, match="runs.json"):
         restore(load_study(), tmp_path / "runs", docs)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the restore lock is POSIX flock")
+def test_restore_waits_for_another_process_restoring_the_same_root(tmp_path):
+    """Two study commands started at once on one empty root must not restore it together (one
+    removes a run folder that the other is writing): while another process holds
+    ``<root>/.restore.lock``, :func:`restore` writes nothing, and it finishes once the lock is
+    released."""
+    import subprocess
+    import threading
+
+    from reproduction.restore import restore, run_records
+
+    study = load_study()
+    a, b, docs = tmp_path / "a", tmp_path / "b", tmp_path / "docs"
+    _run(a, study, "batch_sweep/gn_b2", 1, 32.0, 29.5, seconds=300.0)
+    docs.mkdir()
+    (docs / "runs.json").write_text(json.dumps(run_records(study, a)))
+    b.mkdir()
+    holder = subprocess.Popen(  # another process holding the lock
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(b / ".restore.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = []
+        t = threading.Thread(target=lambda: result.append(restore(study, b, docs)))
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not result
+        assert finished(study, study.cell("batch_sweep/gn_b2"), 1, b) is None
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    t.join(30)
+    assert result == [1]
+    assert finished(study, study.cell("batch_sweep/gn_b2"), 1, b) is not None
