@@ -16,8 +16,8 @@ Why a small-scale result can differ from the paper's (reasons to weigh, not find
 - the detection data are 2000 synthetic ~128 px images with 6 shape classes, each with its own
   hue, in clean scenes, not COCO's 118k images and 80 classes; the classification data are
   32 px scenes with 8 fill-pattern classes, not ImageNet;
-- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for one epoch of those images (3 and 6
-  for the long schedules), 250-6000 steps, against ResNet-50 at 800 px for 12-37 COCO epochs
+- a narrow ResNet-18 FPN (64-wide FPN and heads) trained for one epoch of those images (3, 6
+  and 12 for the long schedules), 250-12000 steps, against ResNet-50 at 800 px for 12-37 COCO epochs
   and 90k-270k steps; the AP-against-steps plots show how flat each run is at its end;
 - one process: the images per step are also BN's batch, where the paper's batch per GPU is an
   eighth of its step;
@@ -131,7 +131,7 @@ def _plan(study: Study, root: Path, results) -> str:
         for cid, r in timed:
             m = r.machines[0] if r.machines else {}
             lines.append(f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | "
-                         f"{m.get('cpu_count', '?')} CPUs, {m.get('processor', '?')}, load {m.get('loadavg', '?')}{_shared(m)} |")  # fmt: skip
+                         f"{m.get('cpu_count', '?')} CPUs, {m.get('cpu_model') or m.get('processor', '?')}, load {m.get('loadavg', '?')}{_shared(m)} |")  # fmt: skip
         total = sum(sum(r.seconds) for _, r in timed)
         pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
                   for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
