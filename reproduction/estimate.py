@@ -132,12 +132,13 @@ def measured_rates(study, root: Path) -> dict | None:
             models.append((rec.get("machine") or {}).get("cpu_model"))
     here = cpu_model()
     same = [i for i, m in enumerate(models) if here is not None and m == here]
-    source = f"finished runs (one thread each) on {here}" if len(same) >= 3 else None
-    if source:
+    if len(same) >= 3:
         rows, seconds = [rows[i] for i in same], [seconds[i] for i in same]
     if len(rows) < 3:
         return None
-    source = f"{len(rows)} {source or 'finished runs (one thread each)'}"
+    source = f"{len(rows)} finished runs (one thread each)" + (
+        f" on {here}" if len(same) >= 3 else ""
+    )
     x = np.array(rows, dtype=float)
     if not x[:, 2].any():
         x = x[:, :2]

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from detnorm.config import build_config, load_yaml, merge, write_yaml
+from detnorm.engine.precision import cpu_model
 from detnorm.io import write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
@@ -126,19 +127,6 @@ def ensure_pretrained(study: Study, name: str, root: Path, *, extra_args: str = 
     write_json_atomic(record, {"args": args})
     log(f"pretrained {name!r} in {time.perf_counter() - start:.0f} s: {weights}")
     return weights
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo``; None where there is none): the kernels, and so
-    the time per image, differ between two x86_64 CPUs."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
-    return None
 
 
 def machine() -> dict:

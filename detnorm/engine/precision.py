@@ -15,25 +15,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BF16_FLAGS", "cpu_bf16_support", "cpu_flags"]
+__all__ = ["BF16_FLAGS", "cpu_bf16_support", "cpu_flags", "cpu_model"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # best first
+
+
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo``; empty when the file does not exist (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU feature flags of ``/proc/cpuinfo`` (or of the text ``cpuinfo``); empty when the
     file does not exist (not Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return set()
     flags: set[str] = set()
-    for line in cpuinfo.splitlines():
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
     return flags
+
+
+def cpu_model(cpuinfo: str | None = None) -> str | None:
+    """The CPU's model name in ``/proc/cpuinfo`` (or the text ``cpuinfo``); None without one.
+    Two x86_64 CPUs run other kernels, so their times per image differ."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "model name" and value.strip():
+            return value.strip()
+    return None
 
 
 def cpu_bf16_support(cpuinfo: str | None = None) -> str | None:

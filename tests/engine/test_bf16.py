@@ -177,6 +177,15 @@ def test_cpu_bf16_support_reads_the_flags():
     assert cpu_bf16_support() in (None, "amx_bf16", "avx512_bf16", "onednn_bf16")
 
 
+def test_cpu_model_reads_the_model_name():
+    from detnorm.engine.precision import cpu_model
+
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t: fpu\n"
+    assert cpu_model(text) == "AMD EPYC"
+    assert cpu_model("processor : 0\nmodel name :   \n") is None  # blank: no model
+    assert cpu_model("Features : fp asimd\n") is None
+
+
 def test_bf16_run_precise_bn_eval_and_predict_through_the_cli(
     tiny_data,
     tmp_path,
