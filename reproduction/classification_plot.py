@@ -13,10 +13,13 @@ from reproduction.classification import Plan
 __all__ = ["plot"]
 
 
-def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Path) -> Path:
-    """Left: error vs images per step (log2 x, std error bars); right: seed-0 val curves."""
-    fig = Figure(figsize=(12, 4.5))
-    ax, cx = fig.subplots(1, 2)
+def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Path,
+         schedule: list[dict] = ()) -> Path:  # fmt: skip
+    """Left: error vs images per step (log2 x, std error bars); middle: seed-0 val curves;
+    right (with a schedule probe): the final error against the schedule's epochs."""
+    probe = [r for r in schedule if sum(p["n"] for p in r["points"])]
+    fig = Figure(figsize=(17 if probe else 12, 4.5))
+    ax, cx, *px = fig.subplots(1, 3 if probe else 2)
     styles = {}
     for label in dict.fromkeys(r["label"] for r in rows):
         pts = [r for r in rows if r["label"] == label and r["n"]]
@@ -43,5 +46,18 @@ def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Pat
                     label=f"{plan.label(n)} {b}/step (seed {recs[0]['seed']})")  # fmt: skip
     cx.set(xlabel="epoch", ylabel="val error (%)", title="val error during training")
     cx.legend(fontsize=7, ncol=2)
+    for r in probe:
+        pts = [p for p in r["points"] if p["n"]]
+        px[0].errorbar([p["epochs"] for p in pts], [p["mean"] for p in pts], marker="o",
+                       yerr=[r["noise"] or 0.0] * len(pts), capsize=3,
+                       linestyle="-" if r["norm"] == "gn" else "--",
+                       color=colours.get(r["batch"]), label=f"{r['label']} {r['batch']}/step")  # fmt: skip
+    if probe:
+        ticks = [plan.epochs, *plan.probe_epochs]
+        px[0].set_xscale("log", base=2)
+        px[0].set_xticks(ticks, [str(e) for e in ticks])
+        px[0].set(xlabel="epochs (schedule length)", ylabel="final val error (%)",
+                  title="schedule probe (bars: the sweep's seed std)")  # fmt: skip
+        px[0].legend(fontsize=8)
     fig.tight_layout()
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)

@@ -16,7 +16,8 @@ from detnorm.data.shapes import CLASSES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from reproduction.classification import load_plan, main, run_dir, summarize  # noqa: E402
+from reproduction.classification import collect, load_plan, main, run_dir, summarize  # noqa: E402
+from reproduction.classification_schedule import restore  # noqa: E402
 from reproduction.manifest import CONFIG_DIR  # noqa: E402
 
 TINY = ["--synthetic", "--task", "cluttered", "--data-seed", "0", "--image-size", "32",
@@ -31,6 +32,7 @@ def plan_file(tmp_path):
     plan["args"] = TINY
     plan["norms"]["bn"]["args"] = ["--norm", "bn", "--precise-bn-iters", "2", "--precise-bn-batch", "4"]  # fmt: skip
     plan["norms"]["gn"]["args"] = ["--norm", "gn", "--gn-groups", "4"]
+    plan["schedule_probe"] = {"epochs": [2, 4], "cells": ["bn_b4", "gn_b2"], "seeds": [0]}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
     return path
@@ -97,10 +99,87 @@ def test_summarize_mean_std_is_numpys(plan_file, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--norm", "ln"], "unknown norm 'ln'"), (["--batch", "3"], "unknown batch 3"),
-     (["--cell", "bn_b1"], "unknown cell 'bn_b1'"), (["--jobs", "0"], "--jobs must be")],
+     (["--cell", "bn_b1"], "unknown cell 'bn_b1'"), (["--jobs", "0"], "--jobs must be"),
+     (["--epochs", "3"], "--epochs 3 is not in the plan: the sweep runs 1 and schedule_probe lists 1, 2, 4"),
+     (["--epochs", "2", "--cell", "gn_b4"], "--cell gn_b4 is not in schedule_probe's cells (bn_b4, gn_b2)")],
 )  # fmt: skip
 def test_bad_cells_are_refused_in_one_line(plan_file, tmp_path, capsys, flags, message):
     assert main(["--plan", str(plan_file), "--root", str(tmp_path), "run", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("classification.py: error: ") and message in err
     assert err.count("\n") == 1 and not (tmp_path / "classification").exists()
+
+
+def test_schedule_probe_run_doubles_the_steps_in_its_own_folder(plan_file, tmp_path):
+    root = tmp_path / "runs"
+    base = ["--plan", str(plan_file), "--root", str(root), "run", "--cell", "bn_b4", "--in-process"]
+    assert main([*base, "--seed", "0"]) == 0 and main([*base, "--epochs", "2"]) == 0
+    sweep = json.loads((run_dir(root, "bn", 4, 0) / "result.json").read_text())
+    probe = json.loads((run_dir(root, "bn", 4, 0, 2) / "result.json").read_text())
+    assert run_dir(root, "bn", 4, 0, 2).parent.name == "bn_b4_e2"
+    assert (sweep["epochs"], probe["epochs"], probe["cell"]) == (1, 2, "bn_b4_e2")
+    assert (sweep["steps"], probe["steps"]) == (2, 4)  # 8 images, 4 per step: 2 steps an epoch
+    argv = probe["argv"]
+    assert argv[len(argv) - 1 - argv[::-1].index("--epochs") + 1] == "2"  # the last one wins
+
+
+def _write(root, norm, batch, seed, error, epochs=None):
+    d = run_dir(root, norm, batch, seed, epochs)
+    d.mkdir(parents=True)
+    rec = {"cell": d.parent.name, "seed": seed, "val_error": error, "seconds": 5.0 + seed,
+           "val_error_precise_bn": None, "steps": 3, "lr": 0.01, "machine": {"cpu": "x"},
+           "date": "2026-12-02 10:00", "curve": [{"epoch": 1, "error": error + 1 + seed}]}  # fmt: skip
+    (d / "result.json").write_text(json.dumps(rec))
+
+
+def test_schedule_probe_reading_compares_the_last_doubling_with_the_seed_noise(plan_file, tmp_path):
+    plan, root = load_plan(plan_file), tmp_path / "runs"
+    for seed, e in enumerate([20.0, 21.0, 22.0]):  # sample std 1.0
+        _write(root, "bn", 4, seed, e)
+        _write(root, "gn", 2, seed, e + 10)
+    _write(root, "bn", 4, 0, 18.0, 2)
+    _write(root, "bn", 4, 0, 17.5, 4)  # -0.5: within 1.0
+    _write(root, "gn", 2, 0, 25.0, 2)  # 30 -> 25 and no 4-epoch run: 5 > 1.0
+    out = summarize(plan, root, tmp_path / "docs")
+    rows = {r["cell"]: r for r in out["schedule"]}
+    bn, gn = rows["bn_b4"], rows["gn_b2"]
+    assert bn["noise"] == pytest.approx(np.std([20, 21, 22], ddof=1))
+    assert [p["mean"] for p in bn["points"]] == [20.0, 18.0, 17.5]  # seed 0 only at every length
+    assert bn["last_change"] == pytest.approx(0.5) and bn["verdict"] == "a plateau"
+    assert bn["last_step"] == [2, 4] and gn["last_step"] == [1, 2]
+    assert gn["last_change"] == pytest.approx(5.0) and gn["verdict"] == "still falling"
+    md = (tmp_path / "docs" / "classification.md").read_text()
+    assert "| BN 4/step | 20.0 (1) | 18.0 (1) | 17.5 (1) | -0.5 (2 → 4) | ±1.0 | a plateau |" in md
+    assert (
+        "| GN 2/step | 30.0 (1) | 25.0 (1) | not yet run | -5.0 (1 → 2) | ±1.0 | still falling |"
+        in md
+    )
+    committed = json.loads((tmp_path / "docs" / "classification.json").read_text())
+    assert {r["cell"] for r in committed["runs"]} >= {"bn_b4_e2", "bn_b4_e4", "gn_b2_e2"}
+
+
+def test_restore_rebuilds_the_committed_runs_only_for_their_recipe(plan_file, tmp_path):
+    plan, root, docs = load_plan(plan_file), tmp_path / "runs", tmp_path / "docs"
+    for seed, e in enumerate([20.0, 21.5]):
+        _write(root, "bn", 4, seed, e)
+    _write(root, "bn", 4, 0, 18.0, 2)
+    summarize(plan, root, docs)
+    fresh = tmp_path / "fresh"
+    _write(fresh, "bn", 4, 1, 99.0)  # a finished local run wins over the committed one
+    stale = run_dir(fresh, "bn", 4, 0, 2)
+    stale.mkdir(parents=True)
+    (stale / "train.log").write_text("killed")  # unfinished here: the committed run replaces it
+    assert restore(plan, fresh, docs / "classification.json") == 2
+    got, want = collect(plan, fresh), collect(plan, root)
+    assert [r["val_error"] for r in got["bn_b4"]] == [20.0, 99.0]
+    assert got["bn_b4"][0]["curve"] == want["bn_b4"][0]["curve"] and got["bn_b4"][0]["restored"]
+    probe = json.loads((stale / "result.json").read_text())
+    assert (probe["val_error"], probe["epochs"], probe["batch"]) == (18.0, 2, 4)
+    assert not (stale / "train.log").exists()
+    assert restore(plan, fresh, docs / "classification.json") == 0  # nothing left to restore
+    other = yaml.safe_load(plan_file.read_text())
+    other["args"] = [*other["args"][:-1], "--no-weights"]
+    other["args"][other["args"].index("--width") + 1] = "16"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert restore(load_plan(tmp_path / "other.yaml"), tmp_path / "third", docs / "classification.json") == 0  # fmt: skip
+    assert not (tmp_path / "third").exists()

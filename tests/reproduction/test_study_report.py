@@ -50,6 +50,31 @@ def test_claims_verdicts_follow_the_numbers(tmp_path):
     assert _claim(text, "Group count")[2:4] == ["not yet run", "not yet run"]
 
 
+@pytest.mark.parametrize(("gn32", "verdict"), [(19.8, "partly"), (21.0, "does not agree")])
+def test_classification_claims_add_the_schedule_probe(tmp_path, gn32, verdict):
+    """GN 5 points behind BN at 32 in the sweep (noise 0.71); the probe's longest schedule with
+    both cells decides "partly" when GN is within 1 + noise of BN there."""
+    rows = [{"label": "BN", "batch": b, "n": 3, "mean": m, "std": 0.5}
+            for b, m in ((32, 20.0), (4, 20.2), (2, 30.0))]  # fmt: skip
+    rows.append({"label": "GN", "batch": 32, "n": 3, "mean": 25.0, "std": 0.5})
+
+    def points(*pts):
+        return [{"epochs": e, "mean": m, "n": n} for e, m, n in pts]
+
+    schedule = [{"label": "BN", "batch": 32, "points": points((8, 20.0, 1), (16, 19.0, 1), (32, 19.2, 1))},
+                {"label": "GN", "batch": 32, "points": points((8, 25.0, 1), (16, gn32, 1), (32, None, 0))},
+                {"label": "BN", "batch": 2, "points": points((8, 30.0, 1), (16, 27.0, 1))}]  # fmt: skip
+    cls = tmp_path / "classification.json"
+    cls.write_text(json.dumps({"rows": rows, "schedule": schedule}))
+    study = load_study()
+    text = claims_table(study, collect(study, tmp_path / "runs"), cls)
+    row = _claim(text, "Classification: GN within")
+    assert row[2].endswith(f"; at 16 epochs (1 seed): GN {gn32:.1f} against BN 19.0 %")
+    assert row[3] == verdict
+    rises = _claim(text, "Classification: BN's error rises")[2]
+    assert rises.endswith("; at 16 epochs (1 seed): 19.0 → 27.0 % (32 → 2)")
+
+
 @pytest.mark.parametrize(("ln", "verdict"), [(15.0, "agrees"), (12.5, "partly")])
 def test_groups_verdict_needs_in_clearly_worst(tmp_path, ln, verdict):
     """IN must be below every other G by more than the noise (std 0.71 per cell: noise 1.0)."""
