@@ -28,8 +28,8 @@ CELL = re.compile(r"^(?P<norm>[a-z_]+?)_b(?P<batch>\d+)(?:_e(?P<epochs>\d+))?$")
 
 
 def collect_probe(plan, root: Path) -> dict[tuple[str, int], dict[int, list[dict]]]:
-    """``{(norm, batch): {epochs: [result records of the probe seeds]}}`` for the probe cells,
-    the sweep's own epochs included."""
+    """``{(norm, batch): {epochs: [result records]}}`` for the probe cells, the sweep's own
+    epochs included; every seed of the sweep or the probe that has a run counts."""
     from reproduction.classification import Plan, run_dir
 
     out = {}
@@ -38,7 +38,7 @@ def collect_probe(plan, root: Path) -> dict[tuple[str, int], dict[int, list[dict
         out[n, b] = {}
         for e in [plan.epochs, *plan.probe_epochs]:
             paths = [run_dir(root, n, b, s, None if e == plan.epochs else e) / "result.json"
-                     for s in plan.probe_seeds]  # fmt: skip
+                     for s in sorted({*plan.seeds, *plan.probe_seeds})]  # fmt: skip
             out[n, b][e] = [read_json(p) for p in paths if p.is_file()]
     return out
 
@@ -63,8 +63,9 @@ def probe_selection(plan, args) -> tuple[int | None, list[tuple[str, int]], list
 
 
 def schedule_rows(plan, sweep: dict[str, list[dict]], probe: dict) -> list[dict]:
-    """One row per probe cell: the error at each schedule (probe seeds), the seed noise (the
-    sweep's sample std over all its seeds) and what the last doubling with runs changed."""
+    """One row per probe cell: the mean error at each schedule over the seeds run there, the
+    seed noise (the sweep's sample std over its seeds) and what the last doubling with runs
+    changed."""
     from reproduction.classification import Plan
 
     rows = []
@@ -94,11 +95,10 @@ def schedule_markdown(plan, rows: list[dict]) -> list[str]:
     if not rows:
         return []
     epochs = [plan.epochs, *plan.probe_epochs]
-    seeds = ", ".join(map(str, plan.probe_seeds))
     lines = ["## Schedule probe: is the error at the sweep's epochs a plateau?", "",
-             f"Val error (%) of seed {seeds} at each schedule (cosine decay and warmup stretched "
-             "with the run); the noise is the sweep's sample std over its seeds; the reading "
-             "compares the last doubling with runs to it.", "",
+             "Val error (%), mean over the seeds run at each schedule (seeds), with the cosine "
+             "decay and the warmup stretched with the run; the noise is the sweep's sample std "
+             "over its seeds; the reading compares the last doubling with runs to it.", "",
              "| cell | " + " | ".join(f"{e} epochs" for e in epochs) + " | last doubling | noise | reading |",  # fmt: skip
              "|---|" + "---:|" * len(epochs) + "---:|---:|---|"]  # fmt: skip
     for r in rows:
