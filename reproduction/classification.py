@@ -227,7 +227,7 @@ def summarize(plan: Plan, root: Path, docs: Path) -> dict:
     from reproduction.classification_plot import plot
 
     results, probe = collect(plan, root), collect_probe(plan, root)
-    rows, schedule = table(plan, results), schedule_rows(plan, results, probe)
+    rows, schedule = table(plan, results), schedule_rows(plan, probe)
     docs.mkdir(parents=True, exist_ok=True)
     every = dict(results)  # the sweep's cells, then the probe's longer runs
     for (n, b), by_epochs in probe.items():
@@ -238,7 +238,9 @@ def summarize(plan: Plan, root: Path, docs: Path) -> dict:
     out = {"recipe": plan.recipe(), "rows": rows, "schedule": schedule, "runs": runs, "curves": curves}  # fmt: skip
     write_json_atomic(docs / "classification.json", out, indent=1)
     atomic_write(docs / "classification.md", lambda f: f.write(markdown(plan, rows, schedule)))
-    plot(plan, rows, results, docs / "classification.png", schedule)
+    top = max(plan.probe_epochs, default=None)
+    longest = {Plan.name(n, b, top): rs[top] for (n, b), rs in probe.items() if rs.get(top)}
+    plot(plan, rows, results, docs / "classification.png", schedule, longest)
     return {"rows": rows, "results": results, "schedule": schedule}
 
 

@@ -14,12 +14,13 @@ __all__ = ["plot"]
 
 
 def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Path,
-         schedule: list[dict] = ()) -> Path:  # fmt: skip
-    """Left: error vs images per step (log2 x, std error bars); middle: seed-0 val curves;
-    right (with a schedule probe): the final error against the schedule's epochs."""
+         schedule: list[dict] = (), longest: dict[str, list[dict]] | None = None) -> Path:  # fmt: skip
+    """Top left: error vs images per step (log2 x, std error bars); top right: seed-0 val
+    curves. With schedule-probe runs, below: the final error against the schedule's epochs
+    (``schedule``), and the val curves of the longest probe runs (``longest``: cell → records)."""
     probe = [r for r in schedule if sum(p["n"] for p in r["points"])]
-    fig = Figure(figsize=(17 if probe else 12, 4.5))
-    ax, cx, *px = fig.subplots(1, 3 if probe else 2)
+    fig = Figure(figsize=(12, 9 if probe else 4.5))
+    ax, cx, *px = fig.subplots(2, 2).ravel() if probe else fig.subplots(1, 2)
     styles = {}
     for label in dict.fromkeys(r["label"] for r in rows):
         pts = [r for r in rows if r["label"] == label and r["n"]]
@@ -48,8 +49,9 @@ def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Pat
     cx.legend(fontsize=7, ncol=2)
     for r in probe:
         pts = [p for p in r["points"] if p["n"]]
+        bars = [p["std"] if p["n"] > 1 else r["seed_std"] or 0.0 for p in pts]
         px[0].errorbar([p["epochs"] for p in pts], [p["mean"] for p in pts], marker="o",
-                       yerr=[r["noise"] or 0.0] * len(pts), capsize=3,
+                       yerr=bars, capsize=3,
                        linestyle="-" if r["norm"] == "gn" else "--",
                        color=colours.get(r["batch"]), label=f"{r['label']} {r['batch']}/step")  # fmt: skip
     if probe:
@@ -57,7 +59,16 @@ def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Pat
         px[0].set_xscale("log", base=2)
         px[0].set_xticks(ticks, [str(e) for e in ticks])
         px[0].set(xlabel="epochs (schedule length)", ylabel="final val error (%)",
-                  title="schedule probe (bars: the sweep's seed std)")  # fmt: skip
+                  title="schedule probe (bars: seed std; one seed: the cell's)")  # fmt: skip
         px[0].legend(fontsize=8)
+        for recs in (longest or {}).values():
+            r = min(recs, key=lambda r: r["seed"])
+            n, b = r["norm"], r["batch"]
+            if r.get("curve"):
+                px[1].plot([p["epoch"] for p in r["curve"]], [p["error"] for p in r["curve"]],
+                           "-" if n == "gn" else "--", color=colours.get(b),
+                           label=f"{plan.label(n)} {b}/step, {r['epochs']} epochs (seed {r['seed']})")  # fmt: skip
+        px[1].set(xlabel="epoch", ylabel="val error (%)", title="val error during the longest probe runs")  # fmt: skip
+        px[1].legend(fontsize=8)
     fig.tight_layout()
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)

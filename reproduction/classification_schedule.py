@@ -14,6 +14,7 @@ it without losing them; it restores only into the recipe the runs were made with
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -62,12 +63,11 @@ def probe_selection(plan, args) -> tuple[int | None, list[tuple[str, int]], list
     return args.epochs, cells, args.seed if args.seed is not None else plan.probe_seeds
 
 
-def schedule_rows(plan, sweep: dict[str, list[dict]], probe: dict) -> list[dict]:
-    """One row per probe cell: the mean error at each schedule over the seeds run there, the
-    seed noise (the sweep's sample std over its seeds) and what the last doubling with runs
-    changed."""
-    from reproduction.classification import Plan
-
+def schedule_rows(plan, probe: dict) -> list[dict]:
+    """One row per probe cell: the mean error at each schedule over the seeds run there, what
+    the last doubling with runs changed, and its noise: the combined sample std of the two means
+    (as the claims table takes it), where a point of one seed takes the std of the cell's point
+    with the most seeds (the longer schedule on a tie)."""
     rows = []
     for (n, b), by_epochs in probe.items():
         points = []
@@ -76,16 +76,18 @@ def schedule_rows(plan, sweep: dict[str, list[dict]], probe: dict) -> list[dict]
             mean, std = mean_std(vals) if vals else (None, None)
             points.append({"epochs": e, "n": len(vals), "mean": mean, "std": std, "values": vals,
                            "seconds": [r["seconds"] for r in recs]})  # fmt: skip
-        all_seeds = [float(r["val_error"]) for r in sweep.get(Plan.name(n, b), [])]
-        noise = mean_std(all_seeds)[1] if len(all_seeds) > 1 else None
         done = [p for p in points if p["n"]]
-        change = verdict = None
-        if len(done) >= 2 and noise is not None:
+        most = max(done, key=lambda p: (p["n"], p["epochs"]), default=None)
+        seed_std = most["std"] if most is not None and most["n"] > 1 else None
+        change = verdict = noise = None
+        if len(done) >= 2 and seed_std is not None:
+            a, b_ = (p["std"] if p["n"] > 1 else seed_std for p in done[-2:])
+            noise = math.hypot(a, b_)
             change = done[-2]["mean"] - done[-1]["mean"]  # > 0: the longer schedule is better
             verdict = ("a plateau" if abs(change) <= noise else
                        "still falling" if change > 0 else "higher")  # fmt: skip
-        rows.append({"cell": Plan.name(n, b), "label": plan.label(n), "norm": n, "batch": b,
-                     "points": points, "noise": noise, "last_change": change,
+        rows.append({"cell": plan.name(n, b), "label": plan.label(n), "norm": n, "batch": b,
+                     "points": points, "seed_std": seed_std, "noise": noise, "last_change": change,
                      "last_step": [p["epochs"] for p in done[-2:]], "verdict": verdict})  # fmt: skip
     return rows
 
@@ -97,8 +99,9 @@ def schedule_markdown(plan, rows: list[dict]) -> list[str]:
     epochs = [plan.epochs, *plan.probe_epochs]
     lines = ["## Schedule probe: is the error at the sweep's epochs a plateau?", "",
              "Val error (%), mean over the seeds run at each schedule (seeds), with the cosine "
-             "decay and the warmup stretched with the run; the noise is the sweep's sample std "
-             "over its seeds; the reading compares the last doubling with runs to it.", "",
+             "decay and the warmup stretched with the run. The reading compares what the last "
+             "doubling with runs changed with its noise: the combined sample std of the two "
+             "means, a one-seed point taking the std of the cell's point with the most seeds.", "",
              "| cell | " + " | ".join(f"{e} epochs" for e in epochs) + " | last doubling | noise | reading |",  # fmt: skip
              "|---|" + "---:|" * len(epochs) + "---:|---:|---|"]  # fmt: skip
     for r in rows:

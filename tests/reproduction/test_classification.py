@@ -138,21 +138,22 @@ def test_schedule_probe_reading_compares_the_last_doubling_with_the_seed_noise(p
         _write(root, "bn", 4, seed, e)
         _write(root, "gn", 2, seed, e + 10)
     _write(root, "bn", 4, 0, 18.0, 2)
-    _write(root, "bn", 4, 0, 17.5, 4)  # -0.5: within 1.0
-    _write(root, "gn", 2, 0, 25.0, 2)  # 31 -> 25 and no 4-epoch run: 6 > 1.0
+    _write(root, "bn", 4, 0, 17.5, 4)  # -0.5: within hypot(1, 1)
+    _write(root, "gn", 2, 0, 25.0, 2)  # 31 -> 25 and no 4-epoch run: 6 > hypot(1, 1)
     out = summarize(plan, root, tmp_path / "docs")
     rows = {r["cell"]: r for r in out["schedule"]}
     bn, gn = rows["bn_b4"], rows["gn_b2"]
-    assert bn["noise"] == pytest.approx(np.std([20, 21, 22], ddof=1))
+    assert bn["seed_std"] == pytest.approx(np.std([20, 21, 22], ddof=1))  # 3 seeds at 1 epoch
+    assert bn["noise"] == pytest.approx(np.hypot(1.0, 1.0))  # one seed each: the 3-seed std
     assert [p["mean"] for p in bn["points"]] == [21.0, 18.0, 17.5]  # every seed run there
     assert [p["n"] for p in bn["points"]] == [3, 1, 1]
     assert bn["last_change"] == pytest.approx(0.5) and bn["verdict"] == "a plateau"
     assert bn["last_step"] == [2, 4] and gn["last_step"] == [1, 2]
     assert gn["last_change"] == pytest.approx(6.0) and gn["verdict"] == "still falling"
     md = (tmp_path / "docs" / "classification.md").read_text()
-    assert "| BN 4/step | 21.0 (3) | 18.0 (1) | 17.5 (1) | -0.5 (2 → 4) | ±1.0 | a plateau |" in md
+    assert "| BN 4/step | 21.0 (3) | 18.0 (1) | 17.5 (1) | -0.5 (2 → 4) | ±1.4 | a plateau |" in md
     assert (
-        "| GN 2/step | 31.0 (3) | 25.0 (1) | not yet run | -6.0 (1 → 2) | ±1.0 | still falling |"
+        "| GN 2/step | 31.0 (3) | 25.0 (1) | not yet run | -6.0 (1 → 2) | ±1.4 | still falling |"
         in md
     )
     committed = json.loads((tmp_path / "docs" / "classification.json").read_text())
