@@ -239,7 +239,7 @@ def summarize(plan: Plan, root: Path, docs: Path) -> dict:
     write_json_atomic(docs / "classification.json", out, indent=1)
     atomic_write(docs / "classification.md", lambda f: f.write(markdown(plan, rows, schedule)))
     top = max(plan.probe_epochs, default=None)
-    longest = {Plan.name(n, b, top): rs[top] for (n, b), rs in probe.items() if rs.get(top)}
+    longest = {(n, b): rs[top] for (n, b), rs in probe.items() if rs.get(top)}
     plot(plan, rows, results, docs / "classification.png", schedule, longest)
     return {"rows": rows, "results": results, "schedule": schedule}
 

@@ -14,10 +14,11 @@ __all__ = ["plot"]
 
 
 def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Path,
-         schedule: list[dict] = (), longest: dict[str, list[dict]] | None = None) -> Path:  # fmt: skip
+         schedule: list[dict] = (), longest: dict[tuple, list[dict]] | None = None) -> Path:  # fmt: skip
     """Top left: error vs images per step (log2 x, std error bars); top right: seed-0 val
     curves. With schedule-probe runs, below: the final error against the schedule's epochs
-    (``schedule``), and the val curves of the longest probe runs (``longest``: cell → records)."""
+    (``schedule``), and the val curves of the longest probe runs (``longest``: (norm, batch) →
+    records)."""
     probe = [r for r in schedule if sum(p["n"] for p in r["points"])]
     fig = Figure(figsize=(12, 9 if probe else 4.5))
     ax, cx, *px = fig.subplots(2, 2).ravel() if probe else fig.subplots(1, 2)
@@ -61,13 +62,13 @@ def plot(plan: Plan, rows: list[dict], results: dict[str, list[dict]], path: Pat
         px[0].set(xlabel="epochs (schedule length)", ylabel="final val error (%)",
                   title="schedule probe (bars: seed std; one seed: the cell's)")  # fmt: skip
         px[0].legend(fontsize=8)
-        for recs in (longest or {}).values():
+        top = max(plan.probe_epochs)
+        for (n, b), recs in (longest or {}).items():
             r = min(recs, key=lambda r: r["seed"])
-            n, b = r["norm"], r["batch"]
             if r.get("curve"):
                 px[1].plot([p["epoch"] for p in r["curve"]], [p["error"] for p in r["curve"]],
                            "-" if n == "gn" else "--", color=colours.get(b),
-                           label=f"{plan.label(n)} {b}/step, {r['epochs']} epochs (seed {r['seed']})")  # fmt: skip
+                           label=f"{plan.label(n)} {b}/step, {top} epochs (seed {r['seed']})")  # fmt: skip
         px[1].set(xlabel="epoch", ylabel="val error (%)", title="val error during the longest probe runs")  # fmt: skip
         px[1].legend(fontsize=8)
     fig.tight_layout()

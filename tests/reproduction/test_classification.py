@@ -158,6 +158,8 @@ def test_schedule_probe_reading_compares_the_last_doubling_with_the_seed_noise(p
     )
     committed = json.loads((tmp_path / "docs" / "classification.json").read_text())
     assert {r["cell"] for r in committed["runs"]} >= {"bn_b4_e2", "bn_b4_e4", "gn_b2_e2"}
+    png = (tmp_path / "docs" / "classification.png").read_bytes()
+    assert int.from_bytes(png[20:24], "big") == 990  # the probe's second row of panels (9 in)
 
 
 def test_restore_rebuilds_the_committed_runs_only_for_their_recipe(plan_file, tmp_path):
