@@ -276,8 +276,10 @@ def cmd_estimate(plan: Plan, args) -> int:
             recs_e = probe[e]
             sec_e, src_e = ((sum(r["seconds"] for r in recs_e) / len(recs_e), f"{len(recs_e)} runs")
                             if recs_e else (sec * e / plan.epochs, f"{src} x {e}/{plan.epochs}"))  # fmt: skip
-            left = len(plan.probe_seeds) - len(recs_e)
-            total, left_total = total + sec_e * len(plan.probe_seeds), left_total + sec_e * left
+            done = {r["seed"] for r in recs_e}  # seeds beyond the probe's count as run
+            left = len(set(plan.probe_seeds) - done)
+            runs = len(done | set(plan.probe_seeds))
+            total, left_total = total + sec_e * runs, left_total + sec_e * left
             print(f"| {Plan.name(n, b, e)} | {round(e * (num_train // b))} | {sec_e:.0f} | {src_e} | {left} |")  # fmt: skip
     print(f"whole sweep and schedule probe: {total / 60:.0f} process-minutes ({left_total / 60:.0f} left: about "
           f"{left_total / 60 / args.jobs:.0f} min of wall time at --jobs {args.jobs} if "

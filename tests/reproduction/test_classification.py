@@ -132,32 +132,46 @@ def _write(root, norm, batch, seed, error, epochs=None):
     (d / "result.json").write_text(json.dumps(rec))
 
 
-def test_schedule_probe_reading_compares_the_last_doubling_with_the_seed_noise(plan_file, tmp_path):
+def test_schedule_probe_reading_compares_the_last_doubling_with_the_seed_noise(
+    plan_file, tmp_path, capsys
+):
     plan, root = load_plan(plan_file), tmp_path / "runs"
     for seed, e in enumerate([20.0, 21.0, 22.0]):  # sample std 1.0
         _write(root, "bn", 4, seed, e)
         _write(root, "gn", 2, seed, e + 10)
     _write(root, "bn", 4, 0, 18.0, 2)
-    _write(root, "bn", 4, 0, 17.5, 4)  # -0.5: within hypot(1, 1)
+    _write(root, "bn", 4, 0, 17.5, 4)  # -0.5: within hypot(1, 0)
+    _write(root, "bn", 4, 1, 17.5, 4)  # seed 1 too (beyond the probe's seed 0): std 0
     _write(root, "gn", 2, 0, 25.0, 2)  # 31 -> 25 and no 4-epoch run: 6 > hypot(1, 1)
     out = summarize(plan, root, tmp_path / "docs")
     rows = {r["cell"]: r for r in out["schedule"]}
     bn, gn = rows["bn_b4"], rows["gn_b2"]
     assert bn["seed_std"] == pytest.approx(np.std([20, 21, 22], ddof=1))  # 3 seeds at 1 epoch
-    assert bn["noise"] == pytest.approx(np.hypot(1.0, 1.0))  # one seed each: the 3-seed std
+    assert bn["noise"] == pytest.approx(1.0)  # hypot(the 3-seed std for one seed, 2 seeds' 0)
     assert [p["mean"] for p in bn["points"]] == [21.0, 18.0, 17.5]  # every seed run there
-    assert [p["n"] for p in bn["points"]] == [3, 1, 1]
+    assert [p["n"] for p in bn["points"]] == [3, 1, 2]
     assert bn["last_change"] == pytest.approx(0.5) and bn["verdict"] == "a plateau"
     assert bn["last_step"] == [2, 4] and gn["last_step"] == [1, 2]
     assert gn["last_change"] == pytest.approx(6.0) and gn["verdict"] == "still falling"
     md = (tmp_path / "docs" / "classification.md").read_text()
-    assert "| BN 4/step | 21.0 (3) | 18.0 (1) | 17.5 (1) | -0.5 (2 → 4) | ±1.4 | a plateau |" in md
+    assert "| BN 4/step | 21.0 (3) | 18.0 (1) | 17.5 (2) | -0.5 (2 → 4) | ±1.0 | a plateau |" in md
     assert (
         "| GN 2/step | 31.0 (3) | 25.0 (1) | not yet run | -6.0 (1 → 2) | ±1.4 | still falling |"
         in md
     )
     committed = json.loads((tmp_path / "docs" / "classification.json").read_text())
     assert {r["cell"] for r in committed["runs"]} >= {"bn_b4_e2", "bn_b4_e4", "gn_b2_e2"}
+    est = ["--plan", str(plan_file), "--root", str(root), "--no-restore", "estimate"]
+    capsys.readouterr()
+    assert main(est) == 0
+    lines = {
+        ln.split(" | ")[0][2:]: ln
+        for ln in capsys.readouterr().out.splitlines()
+        if ln.startswith("| ")
+    }
+    assert lines["bn_b4_e2"].endswith("| 5 | 1 runs | 0 |")  # seed 0's own time, nothing left
+    assert lines["bn_b4_e4"].endswith("| 0 |")  # seeds 0 and 1 ran: none left
+    assert lines["gn_b2_e4"].endswith("| 1 |")
     png = (tmp_path / "docs" / "classification.png").read_bytes()
     assert int.from_bytes(png[20:24], "big") == 990  # the probe's second row of panels (9 in)
 
