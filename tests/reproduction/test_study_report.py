@@ -44,7 +44,9 @@ def test_claims_verdicts_follow_the_numbers(tmp_path):
     assert bn_frozen[2] == "-6.0 ± 1.0 box AP" and bn_frozen[3] == "agrees"
     rises = _claim(text, "Classification: BN's error rises")
     assert rises[3] == "partly"  # +10 at 2, +0.2 at 4 (within the noise of 0.71)
-    assert rises[4].startswith("BN is flat")  # the reason is printed for a partial agreement
+    assert rises[4].startswith(
+        "Judged at 32 epochs"
+    )  # the reason is printed for a partial agreement
     assert _claim(text, "Classification: GN's error")[3] == "agrees"
     assert _claim(text, "Classification: GN within")[3] == "agrees"  # 0.5 apart
     assert _claim(text, "Group count")[2:4] == ["not yet run", "not yet run"]
