@@ -21,7 +21,7 @@ from pathlib import Path
 
 from detnorm.io import read_json, write_json_atomic
 from reproduction.report import mean_std
-from reproduction.restore import _locked
+from reproduction.restore import root_lock
 
 __all__ = ["collect_probe", "probe_selection", "restore", "schedule_markdown", "schedule_rows"]
 
@@ -129,7 +129,7 @@ def restore(plan, root: Path, committed: Path) -> int:
     curves = {(c, int(x["seed"])): x.get("curve") for c, xs in data.get("curves", {}).items()
               for x in xs}  # fmt: skip
     count = 0
-    with _locked(Path(root)):
+    with root_lock(Path(root)):
         for run in data.get("runs", []):
             m = CELL.match(str(run.get("cell", "")))
             if m is None or m["norm"] not in plan.norms:

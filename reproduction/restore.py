@@ -36,7 +36,7 @@ from detnorm.io import atomic_write, read_json, write_json_atomic
 from reproduction.curves import read_curve
 from reproduction.runner import Study, finished, run_dir
 
-__all__ = ["COMMITTED", "backbone_records", "restore", "run_records", "write_curve_csv"]
+__all__ = ["COMMITTED", "backbone_records", "restore", "root_lock", "run_records", "write_curve_csv"]
 
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "study"
 COLUMNS = ("step", "val/bbox_AP", "val/segm_AP")
@@ -69,7 +69,7 @@ def _records(path: Path, what: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _locked(root: Path):
+def root_lock(root: Path):
     """Hold an exclusive lock on ``root/.restore.lock`` (blocks while another process holds it)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".restore.lock", "a") as f:
@@ -85,7 +85,7 @@ def _locked(root: Path):
 def restore(study: Study, root: Path, committed: Path = COMMITTED) -> int:
     """Write the committed runs and backbones that ``root`` lacks; returns how many runs."""
     root = Path(root)
-    with _locked(root):
+    with root_lock(root):
         return _restore(study, root, committed)
 
 

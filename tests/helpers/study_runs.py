@@ -21,3 +21,9 @@ def write_run(root, study, cell_id, seed, box, mask=None, seconds=100.0, threads
                 w.writerow({"epoch": 0, "step": step - 1, "train/loss": 1.0})
                 w.writerow({"epoch": 0, "step": step - 1, "val/bbox_AP": b, "val/segm_AP": m})
     return d
+
+
+def claim_row(text: str, start: str) -> list[str]:
+    """The cells of the claims-table row whose claim starts with ``start``."""
+    row = next(line for line in text.splitlines() if line.startswith(f"| {start}"))
+    return [c.strip() for c in row.split("|")[1:-1]]
