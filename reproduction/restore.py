@@ -36,7 +36,14 @@ from detnorm.io import atomic_write, read_json, write_json_atomic
 from reproduction.curves import read_curve
 from reproduction.runner import Study, finished, run_dir
 
-__all__ = ["COMMITTED", "backbone_records", "restore", "root_lock", "run_records", "write_curve_csv"]
+__all__ = [
+    "COMMITTED",
+    "backbone_records",
+    "restore",
+    "root_lock",
+    "run_records",
+    "write_curve_csv",
+]
 
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "study"
 COLUMNS = ("step", "val/bbox_AP", "val/segm_AP")
