@@ -16,7 +16,10 @@ the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lis
 
 A family file also has ``title``, ``base`` (config files under every cell), ``paper`` (the
 published numbers, quoted), ``plot``, ``analysis`` (how the report compares the cells with the
-paper) and ``discussion`` (text the report prints under the measured verdict).
+paper: ``kind`` batch, order, or gap; an order's ``expect`` lists cells worst to best, and
+``expect_long`` a second such list judged on its own, the plateau probe's; ``series`` lists
+cells along a schedule; every cell it names must be the family's) and ``discussion`` (text the
+report prints under the measured verdict).
 
 The study is an application that runs from a clone of the repository: ``REPO`` is the folder
 above this package (``reproduction/``), where ``configs/study/`` and ``tools/`` are.
@@ -143,6 +146,18 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _analysis_cells(analysis: dict) -> set[str]:
+    """Every cell name an ``analysis`` block refers to (lists, lists of lists, best / worst)."""
+    names = set()
+    for key, value in analysis.items():
+        if key in ("best", "worst"):
+            names.add(str(value))
+        elif isinstance(value, list):
+            for item in value:
+                names.update(map(str, item) if isinstance(item, list) else [str(item)])
+    return names
+
+
 def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None = None) -> Study:
     """Read ``study.yaml`` and its family files; ``images`` overrides ``images_per_cell``."""
     config_dir = Path(config_dir)
@@ -175,6 +190,10 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
                                 plot=dict(data.get("plot") or {}),
                                 analysis=dict(data.get("analysis") or {}),
                                 discussion=str(data.get("discussion", "")))  # fmt: skip
+        named = _analysis_cells(families[name].analysis)
+        if named - set(cells):
+            raise ValueError(f"{path}: analysis names cell {sorted(named - set(cells))[0]!r}, "
+                             f"which is not among its cells ({', '.join(cells)})")  # fmt: skip
     study = Study(config_dir=config_dir, seeds=[int(s) for s in manifest.get("seeds", [0, 1, 2])],
                   images_per_cell=int(images or manifest.get("images_per_cell", 1280)),
                   families=families, pretrain=dict(manifest.get("pretrain") or {}),

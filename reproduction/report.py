@@ -198,20 +198,9 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
                        f"{flat}'s by {-df:+.1f}.")  # fmt: skip
     elif a.get("kind") == "order" and "expect" in a:
-        if missing:
-            return " ".join(out + ["No verdict until every cell has runs."])
-        ids = [f"{fid}/{c}" for c in a["expect"]]
-        steps = [(x, y, _diff(results, x, y)) for x, y in zip(ids, ids[1:], strict=False)]
-        for x, y, dn in steps:
-            if dn is not None:
-                out.append(f"{study.cell(x).label} → {study.cell(y).label}: box AP {dn[0]:+.1f} "
-                           f"(noise ±{dn[1]:.1f}, {_verdict(*dn)}).")  # fmt: skip
-        verdicts = [_verdict(*dn) for _, _, dn in steps if dn is not None]
-        ends = _diff(results, ids[0], ids[-1])
-        if ends is not None:
-            agree = "lower" not in verdicts and _verdict(*ends) == "higher"
-            out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper's order**: "
-                       f"first to last {ends[0]:+.1f} box AP ({_verdict(*ends)}).")  # fmt: skip
+        out += _order(study, fid, a["expect"], results, "the paper's order")
+        if "expect_long" in a:
+            out += _order(study, fid, a["expect_long"], results, "the paper's order at 12x")
     elif a.get("kind") == "order":
         ranked = sorted((c for c in family.cells.values() if results[c.id].n),
                         key=lambda c: -results[c.id].stat("bbox")[0])  # fmt: skip
@@ -239,6 +228,33 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"{gaps[-1]:.1f} box AP with the longest schedule.")  # fmt: skip
     out += [t for t in (_series(study, fid, cells, results) for cells in a.get("series", [])) if t]
     return " ".join(out)
+
+
+def _order(study: Study, fid: str, expect: list[str], results: dict[str, CellResult],
+           name: str) -> list[str]:  # fmt: skip
+    """Sentences for one expected order (worst to best): each step's box AP change against its
+    noise, then the verdict. The verdict waits until every cell of ``expect`` has runs, 2 or
+    more seeds each (one seed has no noise to judge by); a cell outside ``expect`` (an optional
+    probe) does not hold it back."""
+    ids = [f"{fid}/{c}" for c in expect]
+    missing = [i for i in ids if not results[i].n]
+    if missing:
+        return [f"No verdict on {name} until every cell has runs ({', '.join(missing)})."]
+    out = []
+    steps = [(x, y, _diff(results, x, y)) for x, y in zip(ids, ids[1:], strict=False)]
+    for x, y, dn in steps:
+        if dn is not None:
+            out.append(f"{study.cell(x).label} → {study.cell(y).label}: box AP {dn[0]:+.1f} "
+                       f"(noise ±{dn[1]:.1f}, {_verdict(*dn)}).")  # fmt: skip
+    if min(results[i].n for i in ids) < 2:
+        return out + [f"No verdict on {name} with one seed in a cell (no noise to judge by)."]
+    verdicts = [_verdict(*dn) for _, _, dn in steps if dn is not None]
+    ends = _diff(results, ids[0], ids[-1])
+    if ends is not None:
+        agree = "lower" not in verdicts and _verdict(*ends) == "higher"
+        out.append(f"**{'Agrees' if agree else 'Does not agree'} with {name}**: "
+                   f"first to last {ends[0]:+.1f} box AP ({_verdict(*ends)}).")  # fmt: skip
+    return out
 
 
 def _series(study: Study, fid: str, cells: list[str], results: dict[str, CellResult]) -> str:

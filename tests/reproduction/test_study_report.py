@@ -94,6 +94,64 @@ def test_placement_verdict_needs_every_step_up(tmp_path, head, verdict):
     assert row[3] == verdict
 
 
+def test_placement_12x_probe_is_judged_once_its_four_cells_have_two_seeds(tmp_path):
+    """1x: 10 → 12 → 14 → 15 (every step up, std 0.14 per cell). The 12x probe's cells add a
+    second order, 30 → 29 → 40 → 41: with one seed each it is shown beside the 1x verdict; with
+    two it is judged, and its step down (-1.0 against a noise of 0.2) makes it "partly"."""
+    from reproduction.report import analyse
+
+    study = load_study()
+    root = tmp_path / "runs"
+    for cell, box in (("bn_star_2fc", 10.0), ("bn_star_gn_head", 12.0),
+                      ("gn_backbone_gn_head", 14.0), ("gn_all", 15.0)):  # fmt: skip
+        for seed in (0, 1):
+            _run(root, study, study.resolve(study.cell(f"placement/{cell}")).id, seed,
+                 box + 0.2 * seed)  # fmt: skip
+
+    def report():
+        results = collect(study, root)
+        row = _claim(claims_table(study, results, tmp_path / "none.json"), "Each added")
+        return analyse(study, study.families["placement"], results), row
+
+    text, row = report()
+    assert "**Agrees with the paper's order**: first to last +5.0 box AP (higher)." in text
+    assert ("No verdict on the paper's order at 12x until every cell has runs "
+            "(placement/bn_star_2fc_12x, placement/bn_star_gn_head_12x, "
+            "placement/gn_backbone_gn_head_12x, placement/gn_all_12x).") in text  # fmt: skip
+    assert row[2:4] == ["10.1 → 12.1 → 14.1 → 15.1 box AP", "agrees"]
+    long = {"placement/bn_star_2fc_12x": 30.0, "placement/bn_star_gn_head_12x": 29.0,
+            "placement/gn_backbone_gn_head_12x": 40.0, "scratch/gn_pretrained_12x": 41.0}  # fmt: skip
+    for cell_id, box in long.items():
+        _run(root, study, cell_id, 0, box)
+    text, row = report()
+    assert row[2:4] == ["10.1 → 12.1 → 14.1 → 15.1 box AP; at 12x (1 seed): 30.0 → 29.0 → 40.0 "
+                        "→ 41.0", "agrees"]  # fmt: skip
+    assert "No verdict on the paper's order at 12x with one seed in a cell" in text
+    assert "BN* backbone, 2fc, 12x → BN* backbone, GN 4conv1fc head, 12x: box AP -1.0" in text
+    assert ("Box AP along BN* backbone, 2fc → BN* backbone, 2fc, 12x: 10.1 (n=2) → 30.0 (n=1); "
+            "the last step adds +19.9") in text  # fmt: skip
+    assert text.count("Box AP along") == 4
+    for cell_id, box in long.items():
+        _run(root, study, cell_id, 1, box + 0.2)
+    text, row = report()
+    assert row[2].endswith("; at 12x (2 seeds): 30.1 → 29.1 → 40.1 → 41.1") and row[3] == "partly"
+    assert "**Does not agree with the paper's order at 12x**: first to last +11.0 box AP" in text
+
+
+def test_an_analysis_naming_an_unknown_cell_is_refused(tmp_path):
+    import shutil
+
+    from reproduction.manifest import CONFIG_DIR
+
+    configs = tmp_path / "study"
+    shutil.copytree(CONFIG_DIR, configs)
+    path = configs / "placement.yaml"
+    path.write_text(path.read_text().replace("expect: [bn_star_2fc,", "expect: [bn_star_2f,"))
+    with pytest.raises(ValueError, match=r"placement\.yaml: analysis names cell 'bn_star_2f', "
+                                         r"which is not among its cells \(bn_star_2fc, "):  # fmt: skip
+        load_study(configs)
+
+
 def test_curves_read_plot_and_measure_the_plateau(tmp_path):
     study = load_study()
     root = tmp_path / "runs"
