@@ -1,0 +1,92 @@
+"""``tools/study.py estimate``: the time per training image and per extra evaluation fitted to
+finished runs written by the tests (checked against the rates the runs were made with)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from helpers.study_runs import write_run as _run  # noqa: E402
+
+from reproduction.cli import main  # noqa: E402
+from reproduction.estimate import measured_rates  # noqa: E402
+from reproduction.runner import cell_config, load_study  # noqa: E402
+
+
+def test_estimate_fits_the_finished_runs(tmp_path, capsys):
+    study = load_study()
+    root = tmp_path / "runs"
+    cells = [
+        "batch_sweep/gn_b8",
+        "batch_sweep/gn_b2",
+        "batch_steps/gn_b2",
+        "placement/bn_star_gn_head",
+    ]
+    for cell_id in cells:
+        for seed in study.seeds:
+            cfg = cell_config(study, study.cell(cell_id), seed)
+            images = cfg["max_steps"] * cfg["batch_size"]
+            secs = 20.0 + 0.125 * images + 15.0 * (study.curve_evals(seed) - 1)
+            _run(root, study, cell_id, seed, 1.0, seconds=secs)
+    _run(root, study, "batch_sweep/bn_b2", 0, 1.0, seconds=9999.0, threads=None)  # not 1 thread
+    paused = _run(root, study, "batch_sweep/bn_b8", 1, 1.0, seconds=20 + 250 + 600.0)
+    record = json.loads((paused / "study.json").read_text())
+    (paused / "study.json").write_text(json.dumps(record | {"paused_seconds": 600.0}))
+    rates = measured_rates(study, root)
+    assert rates["seconds_per_image"] == pytest.approx(0.125)
+    assert rates["overhead_seconds"] == pytest.approx(20.0)
+    assert rates["extra_eval_seconds"] == pytest.approx(15.0)
+    assert main(["--no-restore", "--root", str(root), "estimate", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rates from 13 finished runs (one thread each)" in out and "stage 1" in out
+    est = json.loads((root / "estimate.json").read_text())
+    # every cell counts once, in the first stage that runs it (placement reuses stage 1's runs)
+    assert sum(est["stages"].values()) == pytest.approx(
+        est["total_seconds"], abs=len(est["stages"])
+    )
+    row = next(r for r in est["cells"] if r["cell"] == "batch_sweep/gn_b2")
+    assert row["seconds"] == pytest.approx(
+        3 * (20 + 0.125 * 2000) + 15 * (study.curve["evals"] - 1)
+    )
+
+
+def _timed_runs(root, study, cells, per_image, per_eval, model):
+    for cell_id in cells:
+        for seed in study.seeds:
+            cfg = cell_config(study, study.cell(cell_id), seed)
+            images = cfg["max_steps"] * cfg["batch_size"]
+            secs = 20.0 + per_image * images + per_eval * (study.curve_evals(seed) - 1)
+            d = _run(root, study, cell_id, seed, 1.0, seconds=secs)
+            record = json.loads((d / "study.json").read_text())
+            record["machine"]["cpu_model"] = model
+            (d / "study.json").write_text(json.dumps(record))
+
+
+def test_estimate_fits_this_cpus_runs_and_no_negative_rate(tmp_path, monkeypatch):
+    """Runs on two CPUs: the fit takes only those of this machine's model when it has three;
+    fitted together, a slow CPU's short runs beside a fast CPU's curve runs would give a
+    negative time per evaluation, which is fixed at 0."""
+    import reproduction.estimate as estimate
+
+    study = load_study()
+    root = tmp_path / "runs"
+    _timed_runs(root, study, ["batch_sweep/gn_b8", "batch_sweep/gn_b4"], 0.25, 40.0, "CPU B")
+    _timed_runs(root, study, ["batch_sweep/gn_b2", "scratch/gn_scratch_3x"], 0.1, 40.0, "CPU A")
+    monkeypatch.setattr(estimate, "cpu_model", lambda: "CPU A")
+    rates = measured_rates(study, root)
+    assert rates["source"] == "6 finished runs (one thread each) on CPU A"
+    assert rates["seconds_per_image"] == pytest.approx(0.1)
+    assert rates["extra_eval_seconds"] == pytest.approx(40.0)
+    monkeypatch.setattr(estimate, "cpu_model", lambda: "CPU C")  # no runs of its own: all
+    rates = measured_rates(study, root)
+    assert rates["source"] == "12 finished runs (one thread each)"
+    assert min(rates["overhead_seconds"], rates["seconds_per_image"],
+               rates["extra_eval_seconds"]) >= 0  # fmt: skip
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])
+    assert list(estimate._nonnegative_fit(x, np.array([3.0, 2.0, 1.0]))) == pytest.approx(
+        [2.0, 0.0]
+    )
