@@ -158,7 +158,7 @@ def det_bn_vs_frozen(ctx):
 
 
 def _placement(ctx, suffix: str):
-    """The four placement cells' box AP (``suffix`` "" or "_12x") and their fewest seeds, or
+    """The four placement cells' box AP (``suffix`` "" or "_12x") and their seed counts, or
     None while a cell has no runs."""
     study = ctx["study"]
     ids = [study.resolve(study.cell(f"placement/{c}{suffix}")).id for c in
@@ -166,7 +166,7 @@ def _placement(ctx, suffix: str):
     stats = [_stat(ctx, i) for i in ids]
     if any(s is None for s in stats):
         return None
-    return stats, min(ctx["results"][i].n for i in ids)
+    return stats, [ctx["results"][i].n for i in ids]
 
 
 def _each_helps(stats) -> str:
@@ -189,9 +189,12 @@ def det_placement(ctx):
     verdict = _each_helps(one[0])
     long = _placement(ctx, "_12x")
     if long is not None:
-        stats, n = long
-        ours += f"; at 12x ({n} seed{'s' * (n > 1)}): " + " → ".join(f"{s[0]:.1f}" for s in stats)
-        if n >= 2:
+        stats, ns = long
+        seeds = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
+        ours += f"; at 12x ({seeds} seed{'s' * (max(ns) > 1)}): " + " → ".join(
+            f"{s[0]:.1f}" for s in stats
+        )
+        if min(ns) >= 2:
             verdict = _each_helps(stats)
     return ours, verdict
 

@@ -128,6 +128,10 @@ def test_placement_12x_probe_is_judged_once_its_four_cells_have_two_seeds(tmp_pa
     assert ("Box AP along BN* backbone, 2fc → BN* backbone, 2fc, 12x: 10.1 (n=2) → 30.0 (n=1); "
             "the last step adds +19.9") in text  # fmt: skip
     assert text.count("Box AP along") == 4
+    _run(root, study, "placement/bn_star_gn_head_12x", 1, 29.2)
+    text, row = report()
+    assert row[2:4] == ["10.1 → 12.1 → 14.1 → 15.1 box AP; at 12x (1-2 seeds): 30.0 → 29.1 → 40.0 "
+                        "→ 41.0", "agrees"]  # fmt: skip
     for cell_id, box in long.items():
         _run(root, study, cell_id, 1, box + 0.2)
     text, row = report()
