@@ -169,11 +169,12 @@ def write_report(study: Study, root: str | os.PathLike, output: str | os.PathLik
         )
         sections.append((family, _table(study, family, results), [p for p in (png, curve_png) if p],
                          " ".join(t for t in (text, plateau_text(study, family, curves)) if t)))  # fmt: skip
-    text = render(study, root, output, results, sections)
     records = run_records(study, root)
+    committed = output.parent / "docs" / "study" / "backbones.json"
+    backbones = backbone_records(study, root, read_json(committed) if committed.is_file() else ())
+    text = render(study, root, output, results, sections, backbones=backbones, runs=records)
     if records:
         write_json_atomic(output.parent / "docs" / "study" / "runs.json", records, indent=1)
-    backbones = backbone_records(study, root)
     if backbones:
-        write_json_atomic(output.parent / "docs" / "study" / "backbones.json", backbones, indent=1)
+        write_json_atomic(committed, backbones, indent=1)
     return atomic_write(output, lambda f: f.write(text))

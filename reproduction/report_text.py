@@ -54,18 +54,50 @@ def _model_text(cfg: dict) -> str:
             f"{cfg['train_scales']}, test {cfg['test_size']}")  # fmt: skip
 
 
-def _backbones(root: Path) -> list[str]:
-    """One line per pretrained backbone: its norm and top-1 on its own validation split."""
+def _backbones(study: Study, backbones: list[dict], runs: list[dict]) -> list[str]:
+    """One line per pretrained backbone: its norm and top-1 on its own validation split; where a
+    name was pretrained more than once (the last bits of pretraining differ between CPUs), which
+    runs fine-tuned which pretraining."""
+    names = [b.get("name") for b in backbones]
     lines = []
-    for path in sorted(Path(root).glob("pretrain/*/backbone.pth.json")):
-        if ".replaced-" in path.parent.name:  # set aside when study.yaml's arguments changed
-            continue
-        meta = json.loads(path.read_text())
-        lines.append(f"- Pretrained `{path.parent.name}` backbone ({meta.get('norm')}, "
-                     f"{meta.get('steps')} steps, {meta.get('train_seconds', 0):.0f} s): top-1 "
-                     f"{meta.get('top1', float('nan')):.1f} % (chance {100 / len(meta.get('classes', [0] * 6)):.1f} %) "
-                     f"on the val split of {meta.get('data')}.")  # fmt: skip
+    for meta in backbones:
+        name = meta.get("name")
+        line = (f"- Pretrained `{name}` backbone ({meta.get('norm')}, {meta.get('steps')} steps, "
+                f"{meta.get('train_seconds', 0):.0f} s"
+                f"{', ' + meta['machine'].get('cpu_model', '?') if meta.get('machine') else ''}"
+                f"{', ' + meta['date'] if meta.get('date') else ''}"
+                f"{', weights ' + meta['sha256'][:8] if meta.get('sha256') else ''}): top-1 "
+                f"{meta.get('top1', float('nan')):.1f} % (chance {100 / len(meta.get('classes', [0] * 6)):.1f} %) "
+                f"on the val split of {meta.get('data')}.")  # fmt: skip
+        if names.count(name) > 1:
+            cells = {c.id for c in study.runnable(with_optional=True) if c.pretrain == name}
+            if meta.get("sha256"):
+                used = [
+                    r for r in runs if (r.get("backbone") or {}).get("sha256") == meta["sha256"]
+                ]
+            else:
+                used = [r for r in runs if r.get("cell") in cells and not r.get("backbone")]
+            which = ", ".join(f"{r['cell']} seed {r['seed']}" for r in used[:4])
+            line += (f" Fine-tuned by {len(used)} run{'s' if len(used) != 1 else ''}"
+                     f"{': ' + which + (', …' if len(used) > 4 else '') if used else ''}"
+                     f"{' (every run of its cells without a backbone record)' if not meta.get('sha256') else ''}.")  # fmt: skip
+        lines.append(line)
     return lines
+
+
+def _machines(machines: list[dict]) -> str:
+    """The first run's machine; with runs on other CPUs too, each CPU model and its run count."""
+    m = machines[0] if machines else {}
+
+    def cpu(m: dict) -> str:
+        return m.get("cpu_model") or m.get("processor", "?")
+
+    text = f"{m.get('cpu_count', '?')} CPUs, {cpu(m)}, load {m.get('loadavg', '?')}{_shared(m)}"
+    models = list(dict.fromkeys(cpu(x) for x in machines))
+    if len(models) > 1:
+        text += " (runs per CPU: " + "; ".join(
+            f"{c} {sum(cpu(x) == c for x in machines)}" for c in models) + ")"  # fmt: skip
+    return text
 
 
 def _embedded() -> dict:
@@ -74,7 +106,7 @@ def _embedded() -> dict:
     return DEFAULTS
 
 
-def _plan(study: Study, root: Path, results) -> str:
+def _plan(study: Study, root: Path, results, backbones=(), run_recs=()) -> str:
     runnable = study.runnable()
     runs = len(runnable) * len(study.seeds)
     cfg = cell_config(study, runnable[0])
@@ -119,7 +151,7 @@ def _plan(study: Study, root: Path, results) -> str:
         "`OMP_NUM_THREADS=1`, since oversubscribed threads slow training several-fold). One cell: "
         "`.venv/bin/python tools/study.py run --cell batch_sweep/gn_b2 --seed 0`. "
         "Time per cell from a timing probe: `tools/study.py estimate --jobs 2`.",
-        *_backbones(root),
+        *_backbones(study, list(backbones), list(run_recs)),
         "",
     ]
     if study.notes.strip():
@@ -129,9 +161,9 @@ def _plan(study: Study, root: Path, results) -> str:
         lines += ["Measured wall time of finished runs (includes start-up and the final COCO evaluation):", "",
                   "| cell | runs | s/run | machine (CPUs, load average at start) |", "|---|---:|---:|---|"]  # fmt: skip
         for cid, r in timed:
-            m = r.machines[0] if r.machines else {}
-            lines.append(f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | "
-                         f"{m.get('cpu_count', '?')} CPUs, {m.get('cpu_model') or m.get('processor', '?')}, load {m.get('loadavg', '?')}{_shared(m)} |")  # fmt: skip
+            lines.append(
+                f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | {_machines(r.machines)} |"
+            )
         total = sum(sum(r.seconds) for _, r in timed)
         pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
                   for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
@@ -182,7 +214,9 @@ def _data_name(study: Study) -> str:
     return "the study's generated data" if study.dataset else "the embedded data"
 
 
-def render(study: Study, root: Path, output: Path, results, sections) -> str:
+def render(
+    study: Study, root: Path, output: Path, results, sections, *, backbones=(), runs=()
+) -> str:
     from reproduction.claims import claims_table
 
     claims = claims_table(study, results, CLASSIFICATION.with_suffix(".json"))
@@ -205,7 +239,7 @@ def render(study: Study, root: Path, output: Path, results, sections) -> str:
             else []
         ),
         classification_section(),
-        _plan(study, root, results),
+        _plan(study, root, results, backbones, runs),
     ]
     body = []
     first = 2 if classification_section() else 1

@@ -7,12 +7,16 @@ finished run, with its AP curve when it evaluated during training) and
 :func:`restore` writes, for each committed run that the runs folder does not hold finished:
 
 - ``<run>/metrics.json``: ``{"bbox": {"AP"}, "segm": {"AP"}, "step"}``;
-- ``<run>/study.json``: the run's seconds, pause and machine, with ``"restored"`` set;
+- ``<run>/study.json``: the run's seconds, pause, machine and, for a fine-tuning run, the
+  backbone it used (name, weights digest, top-1), with ``"restored"`` set;
 - ``<run>/metrics.csv``: the curve, in the CSVLogger columns that ``curves.read_curve`` reads;
 
 and ``<root>/pretrain/<name>/backbone.pth.json`` for each backbone it lacks. A restored run
 counts as finished (``tools/study.py run`` skips it); a restored backbone has no weights, so a
-cell that needs it pretrains it again. A finished local run always wins over a committed one;
+cell that needs it pretrains it again, and the weights can differ in their last bits from one
+CPU to another. The report then keeps the committed record of the earlier pretraining in
+``backbones.json``, marked ``"replaced"`` (restore skips it), and names the runs that fine-tuned
+each. A finished local run always wins over a committed one;
 an unfinished one is replaced by it. Two study commands started at once on one runs folder
 restore it one after the other: :func:`restore` holds an exclusive lock on
 ``<root>/.restore.lock`` (POSIX ``flock``) while it writes.
@@ -118,7 +122,7 @@ def _restore(study: Study, root: Path, committed: Path) -> int:
         d.mkdir(parents=True)
         if rec.get("curve"):
             write_curve_csv(d / "metrics.csv", rec["curve"])
-        keep = ("cell", "seed", "seconds", "paused_seconds", "machine", "curve_note")
+        keep = ("cell", "seed", "seconds", "paused_seconds", "machine", "curve_note", "backbone")
         study_rec = {k: rec[k] for k in keep if rec.get(k) is not None}
         write_json_atomic(
             d / "study.json", study_rec | {"status": "done", "restored": True}, indent=1
@@ -127,6 +131,8 @@ def _restore(study: Study, root: Path, committed: Path) -> int:
         n += 1
     for meta in _records(committed / "backbones.json", "backbones"):
         path = root / "pretrain" / str(meta.get("name")) / "backbone.pth.json"
+        if meta.get("replaced"):  # an earlier pretraining: the report keeps it, runs do not
+            continue
         if meta.get("name") in study.pretrain.get("backbones", {}) and not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, {k: v for k, v in meta.items() if k != "name"}, indent=1)
@@ -149,6 +155,8 @@ def run_records(study: Study, root: Path) -> list[dict]:
                             "mask_ap": m["segm"]["AP"], "step": m.get("step"),
                             "seconds": rec.get("seconds"), "paused_seconds": rec.get("paused_seconds"),
                             "machine": rec.get("machine")})  # fmt: skip
+            if rec.get("backbone"):  # which pretraining it fine-tuned
+                records[-1]["backbone"] = rec["backbone"]
             curve = [
                 {k: (None if math.isnan(v) else v) for k, v in p.items()} for p in read_curve(d)
             ]
@@ -159,11 +167,28 @@ def run_records(study: Study, root: Path) -> list[dict]:
     return records
 
 
-def backbone_records(study: Study, root: Path) -> list[dict]:
-    """Each pretrained backbone's metadata (``backbone.pth.json``, no weights), with its name."""
-    out = []
+def backbone_records(study: Study, root: Path, committed: list[dict] | tuple = ()) -> list[dict]:
+    """Each pretrained backbone's metadata (``backbone.pth.json``, no weights) with its name and,
+    where ``study_pretrain.json`` records them, its weights' digest, machine and date. An entry of
+    ``committed`` (the last ``backbones.json``) that the current pretraining of its name replaced
+    is kept first, marked ``"replaced": true``: earlier runs fine-tuned it."""
+    current = []
     for name in study.pretrain.get("backbones", {}):
         path = Path(root) / "pretrain" / name / "backbone.pth.json"
         if path.is_file():
-            out.append({"name": name} | read_json(path))
-    return out
+            rec = {"name": name} | read_json(path)
+            extra = path.with_name("study_pretrain.json")
+            if extra.is_file():
+                rec |= {
+                    k: v for k, v in read_json(extra).items() if k in ("sha256", "machine", "date")
+                }
+            current.append(rec)
+
+    def key(r: dict) -> tuple:
+        return r.get("name"), r.get("sha256"), r.get("top1"), r.get("train_seconds")
+
+    now = {key(r) for r in current}
+    names = {r["name"] for r in current}
+    kept = [r | {"replaced": True} for r in committed
+            if r.get("name") in names and key(r) not in now]  # fmt: skip
+    return kept + current

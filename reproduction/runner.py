@@ -12,6 +12,7 @@ evaluation, so an interrupted run can have an earlier one); finished runs are sk
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from detnorm.io import write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
 __all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "cpu_model", "ensure_pretrained", "finished", "run_seconds",
-           "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell"]  # fmt: skip
+           "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell", "weights_digest"]  # fmt: skip
 
 
 def cell_config(study: Study, cell: Cell, seed: int | None = None) -> dict:
@@ -124,9 +125,27 @@ def ensure_pretrained(study: Study, name: str, root: Path, *, extra_args: str = 
     rc = invoke("pretrain_backbone.py", argv, out / "pretrain.log", in_process, threads)
     if rc != 0 or not weights.is_file():
         raise RuntimeError(f"pretraining {name!r} failed (exit {rc}); see {out / 'pretrain.log'}")
-    write_json_atomic(record, {"args": args})
+    write_json_atomic(record, {"args": args, "sha256": weights_digest(weights), "machine": machine(),
+                               "date": time.strftime("%Y-%m-%d")})  # fmt: skip
     log(f"pretrained {name!r} in {time.perf_counter() - start:.0f} s: {weights}")
     return weights
+
+
+def weights_digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a weights file: which pretraining a run used."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def backbone_used(root: Path, name: str, weights: Path) -> dict:
+    """``{"name", "sha256", "top1"}`` of the backbone a run fine-tunes (pretraining differs in the
+    last bits from one CPU to another, so the same arguments need not give the same weights)."""
+    meta = Path(weights).with_name("backbone.pth.json")
+    top1 = json.loads(meta.read_text()).get("top1") if meta.is_file() else None
+    return {"name": name, "sha256": weights_digest(weights), "top1": top1}
 
 
 def machine() -> dict:
@@ -172,6 +191,8 @@ def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | Non
     record = {"cell": cell.id, "seed": seed, "status": "done" if ok else "failed", "exit": rc,
               "seconds": seconds, "argv": ["tools/train.py", *argv], "machine": before,
               "loadavg_end": machine()["loadavg"], "dir": str(out)}  # fmt: skip
+    if pretrained is not None:
+        record["backbone"] = backbone_used(root, cell.pretrain, pretrained)
     write_json_atomic(out / "study.json", record, indent=1)
     if ok and not keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

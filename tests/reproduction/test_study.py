@@ -1,6 +1,7 @@
 """tools/study.py: every cell resolves, one cell runs end to end (pretraining included) on tiny
 data, and the report aggregates runs into mean ± std tables and plots, or says "not yet run"."""
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -82,6 +83,11 @@ def test_run_one_cell_with_pretraining(tiny, capsys):
     assert [p["step"] for p in read_curve(out)] == [1, 2]
     record = json.loads((out / "study.json").read_text())
     assert record["status"] == "done" and record["seconds"] > 0
+    weights = (root / "pretrain" / "gn" / "backbone.pth").read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()[:16]  # which pretraining the run fine-tuned
+    assert record["backbone"]["name"] == "gn" and record["backbone"]["sha256"] == digest
+    pretrained = json.loads((root / "pretrain" / "gn" / "study_pretrain.json").read_text())
+    assert pretrained["sha256"] == digest and pretrained["machine"]["cpu_count"] > 0
     assert not (out / "checkpoints").exists()
     assert "box AP" in capsys.readouterr().out
     assert main(argv) == 0  # finished: skipped

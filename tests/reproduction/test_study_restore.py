@@ -66,6 +66,59 @@ def test_committed_runs_restore_into_an_empty_root(tmp_path):
     assert read_curve(stale) == read_curve(run_dir(a, cell, seed))
 
 
+def test_a_backbone_pretrained_again_keeps_the_one_earlier_runs_used(tmp_path):
+    """Pretraining a backbone again (on another CPU the weights differ) keeps the committed
+    record, marked replaced, in ``backbones.json``; the report names which runs fine-tuned which
+    pretraining, and a restore puts back only the current one."""
+    from reproduction.restore import restore
+
+    study = load_study()
+    root, out = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
+    docs = tmp_path / "docs" / "study"
+    docs.mkdir(parents=True)
+    old = {"name": "bn", "norm": "bn", "steps": 1200, "train_seconds": 1230.0, "top1": 91.4}
+    (docs / "backbones.json").write_text(json.dumps([old]))
+    d0 = _run(root, study, "placement/bn_star_2fc_12x", 0, 30.0)  # before backbone records
+    d1 = _run(root, study, "placement/bn_star_2fc_12x", 1, 31.0)
+    new = {"name": "bn", "sha256": "ab12cd34ef56ab78", "top1": 93.8}
+    for d, cpu in ((d0, "CPU A"), (d1, "CPU B")):
+        rec = json.loads((d / "study.json").read_text()) | {"machine": {"cpu_model": cpu}}
+        (d / "study.json").write_text(
+            json.dumps(rec | ({"backbone": new} if cpu == "CPU B" else {}))
+        )
+    pre = root / "pretrain" / "bn"
+    pre.mkdir(parents=True)
+    (pre / "backbone.pth.json").write_text(json.dumps({k: v for k, v in old.items() if k != "name"}
+                                                      | {"train_seconds": 745.0, "top1": 93.8}))  # fmt: skip
+    (pre / "study_pretrain.json").write_text(json.dumps(
+        {"args": [], "sha256": new["sha256"], "machine": {"cpu_model": "CPU B"}, "date": "2026-12-04"}))  # fmt: skip
+    argv = ["--no-restore", "--root", str(root), "report", "--output", str(out)]
+    assert main(argv) == 0
+    kept = json.loads((docs / "backbones.json").read_text())
+    assert [(b["top1"], b.get("replaced", False), b.get("sha256")) for b in kept] == [
+        (91.4, True, None), (93.8, False, new["sha256"])]  # fmt: skip
+    lines = [line for line in out.read_text().splitlines() if "Pretrained `bn`" in line]
+    assert len(lines) == 2
+    assert "91.4 %" in lines[0] and "1 run: placement/bn_star_2fc_12x seed 0" in lines[0]
+    assert "CPU B, 2026-12-04, weights ab12cd34" in lines[1]
+    assert "93.8 %" in lines[1] and "1 run: placement/bn_star_2fc_12x seed 1" in lines[1]
+    row = next(
+        x for x in out.read_text().splitlines() if x.startswith("| placement/bn_star_2fc_12x | 2 |")
+    )
+    assert row.endswith("(runs per CPU: CPU A 1; CPU B 1) |")  # the wall-time table
+    assert main(argv) == 0  # a second report keeps both, once each
+    assert json.loads((docs / "backbones.json").read_text()) == kept
+    assert restore(study, tmp_path / "b", docs) == 2
+    restored = json.loads((tmp_path / "b" / "pretrain" / "bn" / "backbone.pth.json").read_text())
+    assert restored["top1"] == 93.8 and restored["sha256"] == new["sha256"]
+    rec = json.loads(
+        (
+            run_dir(tmp_path / "b", study.cell("placement/bn_star_2fc_12x"), 1) / "study.json"
+        ).read_text()
+    )
+    assert rec["backbone"] == new
+
+
 def test_only_partial_curves_keep_the_drawn_plot(tmp_path):
     """A family whose curves were restored without mask AP keeps its committed curve PNG (and
     its plateau sentence); a full curve redraws it."""
