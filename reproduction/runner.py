@@ -26,7 +26,7 @@ from pathlib import Path
 
 from detnorm.config import build_config, load_yaml, merge, write_yaml
 from detnorm.engine.precision import cpu_model
-from detnorm.io import write_json_atomic
+from detnorm.io import read_json, write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
 __all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "cpu_model", "ensure_pretrained", "finished", "run_seconds",
@@ -140,11 +140,11 @@ def weights_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def backbone_used(root: Path, name: str, weights: Path) -> dict:
+def backbone_used(name: str, weights: Path) -> dict:
     """``{"name", "sha256", "top1"}`` of the backbone a run fine-tunes (pretraining differs in the
     last bits from one CPU to another, so the same arguments need not give the same weights)."""
     meta = Path(weights).with_name("backbone.pth.json")
-    top1 = json.loads(meta.read_text()).get("top1") if meta.is_file() else None
+    top1 = read_json(meta).get("top1") if meta.is_file() else None
     return {"name": name, "sha256": weights_digest(weights), "top1": top1}
 
 
@@ -192,7 +192,7 @@ def run_cell(study: Study, cell: Cell, seed: int, root: Path, *, data: str | Non
               "seconds": seconds, "argv": ["tools/train.py", *argv], "machine": before,
               "loadavg_end": machine()["loadavg"], "dir": str(out)}  # fmt: skip
     if pretrained is not None:
-        record["backbone"] = backbone_used(root, cell.pretrain, pretrained)
+        record["backbone"] = backbone_used(cell.pretrain, pretrained)
     write_json_atomic(out / "study.json", record, indent=1)
     if ok and not keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
