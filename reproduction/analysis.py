@@ -37,34 +37,13 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
     if missing:
         out.append(f"Cells {NOT_RUN}: {', '.join(missing)}.")
     if a.get("kind") == "batch":
-        drops = {}
-        for label in dict.fromkeys(c.label for c in family.cells.values()):
-            cells = sorted((c for c in family.cells.values() if c.label == label and results[c.id].n),
-                           key=lambda c: c.x)  # fmt: skip
-            if len(cells) < 2:
-                out.append(f"{label}: fewer than two batch sizes measured.")
-                continue
-            lo, hi = cells[0], cells[-1]
-            d, noise = _diff(results, hi.id, lo.id)
-            drops[label] = (-d, noise)
-            out.append(f"{label}: box AP {results[hi.id].stat('bbox')[0]:.1f} at {hi.x:g} images "
-                       f"per step, {results[lo.id].stat('bbox')[0]:.1f} at {lo.x:g} "
-                       f"(change {d:+.1f}, noise ±{noise:.1f}).")  # fmt: skip
-        bad, flat = a.get("degrades"), a.get("flat")
-        by_x = {(c.label, c.x): c.id for c in family.cells.values() if results[c.id].n}
-        for ref in (flat, a.get("frozen")):
-            gaps = [(x, _diff(results, by_x[(ref, x)], by_x[(bad, x)]))
-                    for x in sorted({x for _, x in by_x}, reverse=True)
-                    if (bad, x) in by_x and (ref, x) in by_x]  # fmt: skip
-            if ref and gaps:
-                out.append(f"{bad} − {ref} at the same batch: " + ", ".join(
-                    f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
-        if bad in drops and flat in drops:
-            (db, nb), (df, nf) = drops[bad], drops[flat]
-            agree = db > nb and db > df + math.hypot(nb, nf)
-            out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: from the "
-                       f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
-                       f"{flat}'s by {-df:+.1f}.")  # fmt: skip
+        long = a.get("long") or {}
+        probe = set(long.values())
+        out += _batch(results, a, [c for c in family.cells.values() if c.label not in probe])
+        if long:
+            cells = [c for c in family.cells.values() if c.label in probe]
+            lines = _batch(results, long, cells) if any(results[c.id].n for c in cells) else []
+            out += [f"At 12x: {t}" if i == 0 else t for i, t in enumerate(lines)]
     elif a.get("kind") == "order" and "expect" in a:
         out += _order(study, fid, a["expect"], results, "the paper's order")
         if "expect_long" in a:
@@ -96,6 +75,40 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
                        f"{gaps[-1]:.1f} box AP with the longest schedule.")  # fmt: skip
     out += [t for t in (_series(study, fid, cells, results) for cells in a.get("series", [])) if t]
     return " ".join(out)
+
+
+def _batch(results: dict[str, CellResult], a: dict, cells: list) -> list[str]:
+    """Sentences for a batch sweep over ``cells``: each label's box AP change from its largest to
+    its smallest batch, ``degrades`` against ``flat`` and ``frozen`` at the same batch, and the
+    verdict (``degrades`` loses beyond its noise, and more than ``flat`` beyond theirs)."""
+    out, drops = [], {}
+    for label in dict.fromkeys(c.label for c in cells):
+        done = sorted((c for c in cells if c.label == label and results[c.id].n), key=lambda c: c.x)
+        if len(done) < 2:
+            out.append(f"{label}: fewer than two batch sizes measured.")
+            continue
+        lo, hi = done[0], done[-1]
+        d, noise = _diff(results, hi.id, lo.id)
+        drops[label] = (-d, noise)
+        out.append(f"{label}: box AP {results[hi.id].stat('bbox')[0]:.1f} at {hi.x:g} images "
+                   f"per step, {results[lo.id].stat('bbox')[0]:.1f} at {lo.x:g} "
+                   f"(change {d:+.1f}, noise ±{noise:.1f}).")  # fmt: skip
+    bad, flat = a.get("degrades"), a.get("flat")
+    by_x = {(c.label, c.x): c.id for c in cells if results[c.id].n}
+    for ref in (flat, a.get("frozen")):
+        gaps = [(x, _diff(results, by_x[(ref, x)], by_x[(bad, x)]))
+                for x in sorted({x for _, x in by_x}, reverse=True)
+                if (bad, x) in by_x and (ref, x) in by_x]  # fmt: skip
+        if ref and gaps:
+            out.append(f"{bad} − {ref} at the same batch: " + ", ".join(
+                f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
+    if bad in drops and flat in drops:
+        (db, nb), (df, nf) = drops[bad], drops[flat]
+        agree = db > nb and db > df + math.hypot(nb, nf)
+        out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: from the "
+                   f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
+                   f"{flat}'s by {-df:+.1f}.")  # fmt: skip
+    return out
 
 
 def _order(study: Study, fid: str, expect: list[str], results: dict[str, CellResult],

@@ -90,22 +90,40 @@ def plateau_text(study: Study, family, curves: dict[str, list[dict]]) -> str:
 
 
 def plot_curves(study: Study, family, curves: dict[str, list[dict]], path: Path) -> Path | None:
-    """Box and mask AP against steps, one line per cell; ``None`` when there are no curves."""
+    """Box and mask AP against steps, one line per cell; ``None`` when there are no curves. The
+    cells of a probe (labels named in the family's ``analysis.long``) get a second row of panels,
+    each line dashed in the colour of its sweep's cell at the same x."""
     if not curves:
         return None
-    fig = Figure(figsize=(10, 4))
-    for k, (iou, title) in enumerate((("bbox", "box AP"), ("segm", "mask AP"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        for i, (cell_id, curve) in enumerate(curves.items()):
-            if all(math.isnan(p[iou]) for p in curve):
-                continue  # a restored curve without mask AP
-            ax.plot([p["step"] for p in curve], [p[iou] for p in curve], marker="o",
-                    color=f"C{i % 10}", label=_name(study.cell(cell_id)))  # fmt: skip
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"{title} (seed {study.curve['seeds'][0]})")
-        ax.set_title(f"{title} against steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    probe = set((family.analysis.get("long") or {}).values())
+    rows = [[c for c in curves if (study.cell(c).label in probe) == long] for long in (False, True)]
+    rows = [(ids, long) for ids, long in zip(rows, (False, True), strict=True) if ids]
+
+    def key(cell_id):  # "BN 12x" at 2 takes the colour of "BN" at 2
+        cell = study.cell(cell_id)
+        return (cell.label.rsplit(" ", 1)[0] if cell.label in probe else cell.label), cell.x
+
+    keys = list(dict.fromkeys(key(c) for c in curves))
+    fig = Figure(figsize=(10, 4 * len(rows)))
+    for r, (ids, long) in enumerate(rows):
+        for k, (iou, title) in enumerate((("bbox", "box AP"), ("segm", "mask AP"))):
+            ax = fig.add_subplot(len(rows), 2, 2 * r + k + 1)
+            for cell_id in ids:
+                curve = curves[cell_id]
+                if all(math.isnan(p[iou]) for p in curve):
+                    continue  # a restored curve without mask AP
+                ax.plot([p["step"] for p in curve], [p[iou] for p in curve], marker="o",
+                        color=f"C{keys.index(key(cell_id)) % 10}", ls="--" if long else "-",
+                        label=_name(study.cell(cell_id)))  # fmt: skip
+            ax.set_xlabel("training step")
+            ax.set_ylabel(f"{title} (seed {study.curve['seeds'][0]})")
+            ax.set_title(f"{title} against steps" + (" (12x probe)" if long else ""))
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no curve: the restored runs kept box AP only",
+                        ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     restored = "\n(two-point lines: restored runs that kept only their last two box-AP values)"
     fig.suptitle(f"{family.title}: AP during training"
                  + (restored if any(partial(c) for c in curves.values()) else ""), fontsize=9)  # fmt: skip

@@ -122,10 +122,19 @@ def _plot(family, results: dict[str, CellResult], path: Path) -> Path | None:
     for k, (iou, title) in enumerate(METRICS):
         ax = fig.add_subplot(1, 2, k + 1)
         if family.plot.get("kind") == "line":
+            colours = {}
             for label in dict.fromkeys(c.label for c in cells):
                 pts = sorted((c.x, *results[c.id].stat(iou)) for c in cells if c.label == label)
                 xs, ys, es = zip(*pts, strict=True)
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label)
+                # a probe's label "<line> <suffix>" (BN 12x) takes its line's colour, dashed
+                base = label.rsplit(" ", 1)[0]
+                style = (
+                    {"color": colours[base], "ls": "--", "marker": "s"} if base in colours else {}
+                )
+                bar = ax.errorbar(
+                    xs, ys, yerr=es, capsize=3, label=label, **{"marker": "o", **style}
+                )
+                colours.setdefault(label, bar.lines[0].get_color())
             if family.plot.get("log2"):
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(sorted({c.x for c in family.cells.values() if c.x}))
