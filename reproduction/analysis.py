@@ -37,11 +37,10 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
     if missing:
         out.append(f"Cells {NOT_RUN}: {', '.join(missing)}.")
     if a.get("kind") == "batch":
-        long = a.get("long") or {}
-        probe = set(long.values())
-        out += _batch(results, a, [c for c in family.cells.values() if c.label not in probe])
+        long, probe = a.get("long") or {}, family.probe
+        out += _batch(results, a, [c for c in family.cells.values() if c.name not in probe])
         if long:
-            cells = [c for c in family.cells.values() if c.label in probe]
+            cells = [c for c in family.cells.values() if c.name in probe]
             lines = _batch(results, long, cells) if any(results[c.id].n for c in cells) else []
             out += [f"At 12x: {t}" if i == 0 else t for i, t in enumerate(lines)]
     elif a.get("kind") == "order" and "expect" in a:
@@ -49,17 +48,13 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
         if "expect_long" in a:
             out += _order(study, fid, a["expect_long"], results, "the paper's order at 12x")
     elif a.get("kind") == "order":
-        ranked = sorted((c for c in family.cells.values() if results[c.id].n),
-                        key=lambda c: -results[c.id].stat("bbox")[0])  # fmt: skip
-        out.append("Measured order by box AP: " + " > ".join(c.label for c in ranked) + ".")
-        best, worst = f"{fid}/{a.get('best')}", f"{fid}/{a.get('worst')}"
-        if missing:
-            return " ".join(out + ["No verdict until every cell has runs."])
-        ok_best = ranked[0].id == best
-        ok_worst = ranked[-1].id == worst
-        out.append(f"**{'Agrees' if ok_best and ok_worst else 'Does not fully agree'} with the "
-                   f"paper**: best is {ranked[0].label} (paper: {study.cell(best).label}), worst is "
-                   f"{ranked[-1].label} (paper: {study.cell(worst).label}).")  # fmt: skip
+        long, probe = a.get("long") or {}, family.probe
+        one = [c for c in family.cells.values() if c.name not in probe]
+        best, worst = study.cell(f"{fid}/{a.get('best')}"), study.cell(f"{fid}/{a.get('worst')}")
+        out += _rank(results, one, best.label, worst.label, "", need=1)
+        cells = [c for c in family.cells.values() if c.name in probe]
+        if long and any(results[c.id].n for c in cells):
+            out += _rank(results, cells, long["best"], long["worst"], " at 12x", need=2)
     elif a.get("kind") == "gap":
         gaps = []
         for pre, scr in a["pairs"]:
@@ -109,6 +104,25 @@ def _batch(results: dict[str, CellResult], a: dict, cells: list) -> list[str]:
                    f"largest to the smallest batch, {bad}'s box AP changes by {-db:+.1f} and "
                    f"{flat}'s by {-df:+.1f}.")  # fmt: skip
     return out
+
+
+def _rank(results: dict[str, CellResult], cells: list, best: str, worst: str, name: str,
+          need: int) -> list[str]:  # fmt: skip
+    """The measured order of ``cells`` by box AP, then the verdict: the paper's ``best`` label
+    first and its ``worst`` last. The verdict waits until every cell has ``need`` seeds or more
+    (2 for a probe, judged with its noise as the other probes are)."""
+    done = sorted(
+        (c for c in cells if results[c.id].n), key=lambda c: -results[c.id].stat("bbox")[0]
+    )
+    out = [f"Measured order{name} by box AP: " + " > ".join(
+        f"{c.label} {results[c.id].stat('bbox')[0]:.1f}" for c in done) + "."]  # fmt: skip
+    short = [c.id for c in cells if results[c.id].n < need]
+    if short:
+        seeds = "runs" if need == 1 else f"{need} seeds"
+        return out + [f"No verdict{name} until every cell has {seeds} ({', '.join(short)})."]
+    ok = done[0].label == best and done[-1].label == worst
+    return out + [f"**{'Agrees' if ok else 'Does not fully agree'} with the paper{name}**: best is "
+                  f"{done[0].label} (paper: {best}), worst is {done[-1].label} (paper: {worst})."]  # fmt: skip
 
 
 def _order(study: Study, fid: str, expect: list[str], results: dict[str, CellResult],

@@ -39,7 +39,7 @@ def _stat(ctx, cell_id):
 
 
 def _long(ctx, family: str, names: list[str]):
-    """The batch sweep's 12x probe (``<name>_12x`` cells, ``same_as`` followed): each cell's box
+    """A family's 12x probe (``<name>_12x`` cells, ``same_as`` followed): each cell's box
     AP and the fewest seeds among them, or None while the family has no such cells or one has no
     runs."""
     study, ids = ctx["study"], []
@@ -147,12 +147,22 @@ def det_placement(ctx):
 
 
 def det_groups(ctx):
+    """G = 8 or 32 best and IN below every other G beyond the noise ("clearly worst"). Where the
+    12x probe has the four cells, their figures follow; with 2 or more seeds each it is judged
+    there."""
     names = {"ln": "G=1", "gn8": "G=8", "gn32": "G=32", "in": "G=C"}
     study = ctx["study"]
     stats = {k: _stat(ctx, study.resolve(study.cell(f"groups/{k}")).id) for k in names}
     if any(s is None for s in stats.values()):
         return NOT_RUN, None
     ours = ", ".join(f"{names[k]} {s[0]:.1f}" for k, s in stats.items()) + " box AP"
+    long = _long(ctx, "groups", list(names))
+    if long is not None:
+        ours += _x12(long[1]) + ", ".join(
+            f"{names[k]} {s[0]:.1f}" for k, s in zip(names, long[0], strict=True)
+        )
+        if long[1] >= 2:
+            stats = dict(zip(names, long[0], strict=True))
     best = max(stats, key=lambda k: stats[k][0])
     worst = min(stats, key=lambda k: stats[k][0])
     # "IN clearly worst": below every other G by more than the noise of the difference.

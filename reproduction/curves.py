@@ -91,17 +91,17 @@ def plateau_text(study: Study, family, curves: dict[str, list[dict]]) -> str:
 
 def plot_curves(study: Study, family, curves: dict[str, list[dict]], path: Path) -> Path | None:
     """Box and mask AP against steps, one line per cell; ``None`` when there are no curves. The
-    cells of a probe (labels named in the family's ``analysis.long``) get a second row of panels,
+    cells of a probe (``Family.probe``: ``*_12x`` under an ``analysis.long``) get a second row,
     each line dashed in the colour of its sweep's cell at the same x."""
     if not curves:
         return None
-    probe = set((family.analysis.get("long") or {}).values())
-    rows = [[c for c in curves if (study.cell(c).label in probe) == long] for long in (False, True)]
+    probe = {f"{family.name}/{n}" for n in family.probe}
+    rows = [[c for c in curves if (c in probe) == long] for long in (False, True)]
     rows = [(ids, long) for ids, long in zip(rows, (False, True), strict=True) if ids]
 
     def key(cell_id):  # "BN 12x" at 2 takes the colour of "BN" at 2
         cell = study.cell(cell_id)
-        return (cell.label.rsplit(" ", 1)[0] if cell.label in probe else cell.label), cell.x
+        return (cell.label.rsplit(" ", 1)[0] if cell_id in probe else cell.label), cell.x
 
     keys = list(dict.fromkeys(key(c) for c in curves))
     fig = Figure(figsize=(10, 4 * len(rows)))

@@ -17,7 +17,9 @@ the pretrained backbones. Each family file (``configs/study/<family>.yaml``) lis
 A family file also has ``title``, ``base`` (config files under every cell), ``paper`` (the
 published numbers, quoted), ``plot``, ``analysis`` (how the report compares the cells with the
 paper: ``kind`` batch, order, or gap; an order's ``expect`` lists cells worst to best, and
-``expect_long`` a second such list judged on its own, the plateau probe's; ``series`` lists
+``expect_long`` a second such list judged on its own, the plateau probe's; ``long`` (batch:
+the probe's line labels; order: its best and worst labels) marks the ``*_12x`` cells as a probe
+judged apart, with their own row of curves; ``series`` lists
 cells along a schedule; every cell it names must be the family's) and ``discussion`` (text the
 report prints under the measured verdict).
 
@@ -71,6 +73,12 @@ class Family:
     plot: dict = field(default_factory=dict)
     analysis: dict = field(default_factory=dict)
     discussion: str = ""
+
+    @property
+    def probe(self) -> set[str]:
+        """Names of the plateau probe's cells (``*_12x``), judged apart from the family's other
+        cells, in a family whose ``analysis`` has a ``long`` block; empty otherwise."""
+        return {n for n in self.cells if n.endswith("_12x")} if self.analysis.get("long") else set()
 
 
 @dataclass
@@ -194,6 +202,13 @@ def load_study(config_dir: str | os.PathLike = CONFIG_DIR, *, images: int | None
         if named - set(cells):
             raise ValueError(f"{path}: analysis names cell {sorted(named - set(cells))[0]!r}, "
                              f"which is not among its cells ({', '.join(cells)})")  # fmt: skip
+        labels = {cells[n].label for n in families[name].probe}
+        odd = [
+            str(v) for v in (families[name].analysis.get("long") or {}).values() if v not in labels
+        ]
+        if odd:
+            raise ValueError(f"{path}: analysis.long names label {odd[0]!r}, which is not the label "
+                             f"of a *_12x cell ({', '.join(sorted(labels)) or 'none'})")  # fmt: skip
     study = Study(config_dir=config_dir, seeds=[int(s) for s in manifest.get("seeds", [0, 1, 2])],
                   images_per_cell=int(images or manifest.get("images_per_cell", 1280)),
                   families=families, pretrain=dict(manifest.get("pretrain") or {}),

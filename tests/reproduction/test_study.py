@@ -159,8 +159,8 @@ def test_report_without_runs_says_not_yet_run(tmp_path):
     assert "**Not yet run**: no run of the study has finished." in text
     assert text.count("Small-scale result: not yet run.") == len(load_study().families)
     rows = [line for line in text.splitlines() if line.startswith(("| batch_sweep/", "| groups/"))]
-    # batch sweep: 12 one-epoch cells and 9 of the 12x probe; groups: 4
-    assert len(rows) == 25 and all(r.count("not yet run") == 2 for r in rows)
+    # batch sweep: 12 one-epoch cells and 9 of the 12x probe; groups: 4 and 4 of the 12x probe
+    assert len(rows) == 29 and all(r.count("not yet run") == 2 for r in rows)
     assert "Agrees" not in text and "agree with" not in text
     assert not (tmp_path / "docs").exists()
 
@@ -182,7 +182,8 @@ def test_report_verdicts_come_from_the_measured_numbers(tmp_path):
             "by -20.0 and GN's by +0.5.") in text  # fmt: skip
     assert "BN − GN at the same batch: +0.5 ± 1.6 at 8, -20.0 ± 1.6 at 2 box AP." in text
     assert "BN − BN* at the same batch: -5.0 ± 1.4 at 2 box AP." in text
-    assert "No verdict until every cell has runs." in text  # groups: 1 of 4 cells measured
+    # groups: G=8 and G=32 (the batch sweep's GN at 2) measured, LN and IN not
+    assert "No verdict until every cell has runs (groups/ln, groups/in)." in text
 
 
 def test_study_dataset_is_generated_once_and_passed_to_runs(tmp_path):
