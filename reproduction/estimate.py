@@ -25,6 +25,7 @@ from detnorm.io import write_json_atomic
 from reproduction.runner import (
     cell_config,
     cpu_model,
+    finished,
     invoke,
     machine,
     run_cell,
@@ -186,9 +187,12 @@ def cmd_estimate(study, args) -> int:
         cfg = cell_config(study, cell)
         runs = [rates["overhead_seconds"] + _images(cfg) * rates["seconds_per_image"]
                 + (study.curve_evals(s, cell) - 1) * rates["extra_eval_seconds"] for s in study.seeds]  # fmt: skip
+        left = [t for s, t in zip(study.seeds, runs, strict=True)
+                if finished(study, cell, s, args.root) is None]  # fmt: skip
         rows.append({"cell": cell.id, "steps": cfg["max_steps"], "images": _images(cfg),
                      "seconds_per_run": round(sum(runs) / len(runs), 1), "runs": len(runs),
-                     "seconds": round(sum(runs), 1), "optional": cell.optional})  # fmt: skip
+                     "seconds": round(sum(runs), 1), "optional": cell.optional,
+                     "runs_left": len(left), "seconds_left": round(sum(left), 1)})  # fmt: skip
     pre = _pretrain_seconds(study, args.root, rates)
     by_cell = {r["cell"]: r for r in rows}
     stages, seen, pretrained = {}, set(), set()
@@ -201,18 +205,23 @@ def cmd_estimate(study, args) -> int:
         stages[k] = round((own + sum(pre[n] or 0.0 for n in names)) / args.jobs)
     known = sum(v for v in pre.values() if v is not None)
     total = (sum(r["seconds"] for r in rows if not r["optional"]) + known) / args.jobs
+    # what is left: runs without a finished metrics.json, and the backbones they need whose
+    # weights are missing (restored backbones keep their record, not their weights)
+    todo = [r for r in rows if r["runs_left"]]
+    need = {study.cell(r["cell"]).pretrain for r in todo} - {None}
+    need = {n for n in need if not (Path(args.root) / "pretrain" / n / "backbone.pth").is_file()}
+    left = (sum(r["seconds_left"] for r in todo) + sum(pre.get(n) or 0.0 for n in need)) / args.jobs
     write_json_atomic(path, {"rates": rates, "cells": rows, "pretrain_seconds": pre,
-                             "stages": stages, "jobs": args.jobs,
-                             "total_seconds": round(total)}, indent=1)  # fmt: skip
+                             "stages": stages, "jobs": args.jobs, "total_seconds": round(total),
+                             "left_seconds": round(left)}, indent=1)  # fmt: skip
     print(f"rates from {rates['source']}: {rates['seconds_per_image']:.3f} s per training image, "
           f"{rates['overhead_seconds']:.0f} s per run, {rates['extra_eval_seconds']:.0f} s per "
           f"extra evaluation; machine {rates['machine']}")  # fmt: skip
-    print("| cell | steps | images | s per run | runs |\n|---|---:|---:|---:|---:|")
+    print("| cell | steps | images | s per run | runs | left |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
         opt = " (optional)" if r["optional"] else ""
-        print(
-            f"| {r['cell']}{opt} | {r['steps']} | {r['images']} | {r['seconds_per_run']:.0f} | {r['runs']} |"
-        )
+        print(f"| {r['cell']}{opt} | {r['steps']} | {r['images']} | {r['seconds_per_run']:.0f} | "
+              f"{r['runs']} | {r['runs_left']} |")  # fmt: skip
     for k, secs in stages.items():
         print(
             f"stage {k} ({', '.join(study.stages[k])}): {secs / 3600:.2f} h at {args.jobs} at a time"
@@ -222,4 +231,7 @@ def cmd_estimate(study, args) -> int:
           + (f" (not counted: {', '.join(unknown)}; `estimate --probe` times it)" if unknown else "")
           + f"; whole study (without optional cells) {total / 3600:.2f} h at {args.jobs} at a time; "
           f"wrote {path}")  # fmt: skip
+    print(f"left to run, optional cells included: {sum(r['runs_left'] for r in todo)} runs"
+          + (f" and pretraining {', '.join(sorted(need))}" if need else "")
+          + f", {left / 3600:.2f} h at {args.jobs} at a time")  # fmt: skip
     return 0

@@ -52,6 +52,19 @@ def test_estimate_fits_the_finished_runs(tmp_path, capsys):
     assert row["seconds"] == pytest.approx(
         3 * (20 + 0.125 * 2000) + 15 * (study.curve["evals"] - 1)
     )
+    # what is left: the runs without a finished metrics.json, each at its own seed's time, and
+    # the pretraining of backbones whose weights are missing (here all; no pretraining rate)
+    rows = {r["cell"]: r for r in est["cells"]}
+    assert (row["runs_left"], row["seconds_left"]) == (0, 0)
+    bn2 = rows["batch_sweep/bn_b2"]  # seed 0 ran (on 2 threads: left out of the fit only)
+    assert bn2["runs_left"] == 2 and bn2["seconds_left"] == pytest.approx(2 * (20 + 0.125 * 2000))
+    assert rows["batch_sweep/bn_b4"]["runs_left"] == 3
+    assert rows["groups/in_12x"]["runs_left"] == 3 and rows["groups/in_12x"]["optional"]
+    left = sum(r["seconds_left"] for r in est["cells"]) / 2
+    assert est["left_seconds"] == pytest.approx(left, abs=1)
+    runs_left = sum(r["runs_left"] for r in est["cells"])
+    assert f"left to run, optional cells included: {runs_left} runs and pretraining bn, gn, " \
+           f"gn8, in, ln, {left / 3600:.2f} h at 2 at a time" in out  # fmt: skip
 
 
 def _timed_runs(root, study, cells, per_image, per_eval, model):
