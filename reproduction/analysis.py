@@ -41,7 +41,9 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
         out += _batch(results, a, [c for c in family.cells.values() if c.name not in probe])
         if long:
             cells = [c for c in family.cells.values() if c.name in probe]
-            lines = _batch(results, long, cells) if any(results[c.id].n for c in cells) else []
+            lines = (
+                _batch(results, long, cells, need=2) if any(results[c.id].n for c in cells) else []
+            )
             out += [f"At 12x: {t}" if i == 0 else t for i, t in enumerate(lines)]
     elif a.get("kind") == "order" and "expect" in a:
         out += _order(study, fid, a["expect"], results, "the paper's order")
@@ -72,17 +74,20 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
     return " ".join(out)
 
 
-def _batch(results: dict[str, CellResult], a: dict, cells: list) -> list[str]:
+def _batch(results: dict[str, CellResult], a: dict, cells: list, need: int = 1) -> list[str]:
     """Sentences for a batch sweep over ``cells``: each label's box AP change from its largest to
     its smallest batch, ``degrades`` against ``flat`` and ``frozen`` at the same batch, and the
-    verdict (``degrades`` loses beyond its noise, and more than ``flat`` beyond theirs)."""
-    out, drops = [], {}
+    verdict (``degrades`` loses beyond its noise, and more than ``flat`` beyond theirs). The
+    verdict waits until the four cells it compares have ``need`` seeds or more (2 for a probe:
+    one seed has no noise to judge by)."""
+    out, drops, ends = [], {}, {}
     for label in dict.fromkeys(c.label for c in cells):
         done = sorted((c for c in cells if c.label == label and results[c.id].n), key=lambda c: c.x)
         if len(done) < 2:
             out.append(f"{label}: fewer than two batch sizes measured.")
             continue
         lo, hi = done[0], done[-1]
+        ends[label] = [hi.id, lo.id]
         d, noise = _diff(results, hi.id, lo.id)
         drops[label] = (-d, noise)
         out.append(f"{label}: box AP {results[hi.id].stat('bbox')[0]:.1f} at {hi.x:g} images "
@@ -97,7 +102,12 @@ def _batch(results: dict[str, CellResult], a: dict, cells: list) -> list[str]:
         if ref and gaps:
             out.append(f"{bad} − {ref} at the same batch: " + ", ".join(
                 f"{d:+.1f} ± {n:.1f} at {x:g}" for x, (d, n) in gaps) + " box AP.")  # fmt: skip
-    if bad in drops and flat in drops:
+    short = [i for k in (bad, flat) for i in ends.get(k, []) if results[i].n < need]
+    if bad in drops and flat in drops and short:
+        out.append(
+            f"No verdict until every cell it compares has {need} seeds ({', '.join(short)})."
+        )
+    elif bad in drops and flat in drops:
         (db, nb), (df, nf) = drops[bad], drops[flat]
         agree = db > nb and db > df + math.hypot(nb, nf)
         out.append(f"**{'Agrees' if agree else 'Does not agree'} with the paper**: from the "

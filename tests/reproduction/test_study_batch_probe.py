@@ -88,6 +88,16 @@ def test_probe_is_shown_then_judged_apart_from_the_one_epoch_sweep(tmp_path):
     assert frozen[2].endswith("at 12x (2 seeds): BN 61.0 against BN* 50.0 (+11.0 ± 1.4)")
     assert frozen[3] == "does not agree"
 
+    # the whole 2x2 at 12x, one seed at 8 images and of GN at 2: compared, not judged
+    for name, box in (("batch_sweep/bn_b8_12x", 70.0), ("batch_sweep/gn_b8_12x", 75.0),
+                      ("scratch/gn_pretrained_12x", 76.0)):  # fmt: skip
+        _run(root, study, name, 0, box)
+    text, _ = _report(study, root, tmp_path)
+    assert "At 12x: BN 12x: box AP 70.0 at 8 images per step, 61.0 at 2 (change -9.0, " in text
+    assert ("No verdict until every cell it compares has 2 seeds (batch_sweep/bn_b8_12x, "
+            "batch_sweep/gn_b8_12x, batch_sweep/gn_b2_12x).") in text  # fmt: skip
+    assert text.count("**Agrees with the paper**") == 1  # the one-epoch sweep's
+
     # the whole 2x2 at 12x, two seeds: BN 70 -> 61 (-9), GN 75 -> 76 (+1): judged there
     for name, box in (
         ("bn_b8_12x", 70.0),
