@@ -36,11 +36,13 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
     out = []
     if missing:
         out.append(f"Cells {NOT_RUN}: {', '.join(missing)}.")
+    # a plateau probe (Family.probe: ``*_12x`` under ``analysis.long``) is judged apart
+    long = a.get("long") or {}
+    one = [c for c in family.cells.values() if c.name not in family.probe]
+    cells = [c for c in family.cells.values() if c.name in family.probe]
     if a.get("kind") == "batch":
-        long, probe = a.get("long") or {}, family.probe
-        out += _batch(results, a, [c for c in family.cells.values() if c.name not in probe])
+        out += _batch(results, a, one)
         if long:
-            cells = [c for c in family.cells.values() if c.name in probe]
             lines = (
                 _batch(results, long, cells, need=2) if any(results[c.id].n for c in cells) else []
             )
@@ -50,11 +52,8 @@ def analyse(study: Study, family, results: dict[str, CellResult]) -> str:
         if "expect_long" in a:
             out += _order(study, fid, a["expect_long"], results, "the paper's order at 12x")
     elif a.get("kind") == "order":
-        long, probe = a.get("long") or {}, family.probe
-        one = [c for c in family.cells.values() if c.name not in probe]
         best, worst = study.cell(f"{fid}/{a.get('best')}"), study.cell(f"{fid}/{a.get('worst')}")
         out += _rank(results, one, best.label, worst.label, "", need=1)
-        cells = [c for c in family.cells.values() if c.name in probe]
         if long and any(results[c.id].n for c in cells):
             out += _rank(results, cells, long["best"], long["worst"], " at 12x", need=2)
     elif a.get("kind") == "gap":
