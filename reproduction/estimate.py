@@ -2,7 +2,8 @@
 
 The rates come from the study's own finished runs under ``--root`` when at least three exist:
 a least-squares line of each run's wall seconds against its training images and its extra
-evaluations (the curve seeds evaluate several times), over the runs made with one thread.
+evaluations (the curve seeds evaluate several times), over the single-process runs made with
+one thread. Times are process-seconds: a DDP cell counts its wall time once per process.
 Without runs, a timing probe measures them: a GN cell at two step counts evaluated on one image
 (the slope is the time per image), and once more on the whole val split (the evaluation).
 Pretraining takes the recorded time of each backbone already pretrained, else the probe's time
@@ -28,6 +29,7 @@ from reproduction.runner import (
     finished,
     invoke,
     machine,
+    processes,
     run_cell,
     run_dir,
     run_seconds,
@@ -93,7 +95,29 @@ def probe(study, root: Path, steps: tuple[int, int], data: str | None) -> dict:
 
 
 def _images(cfg: dict) -> int:
-    return cfg["max_steps"] * cfg["batch_size"] * cfg.get("devices", 1)
+    return cfg["max_steps"] * cfg["batch_size"] * processes(cfg)
+
+
+def _process_seconds(study, cell, root: Path, rates: dict) -> list[float]:
+    """Each seed's process-seconds for ``cell``. One process: the fitted line. Several (DDP):
+    a finished seed's wall time, else the mean of the finished seeds', times the process count
+    (their all-reduce over gloo is not on the line); with none finished, the line for each
+    process's share of the images, times the count, a lower bound."""
+    out, measured = {}, {}
+    n = processes(cell_config(study, cell))
+    for s in study.seeds:
+        cfg = cell_config(study, cell, s)
+        out[s] = n * (rates["overhead_seconds"] + _images(cfg) / n * rates["seconds_per_image"]
+                      + (study.curve_evals(s, cell) - 1) * rates["extra_eval_seconds"])  # fmt: skip
+        path = run_dir(root, cell, s) / "study.json"
+        if n > 1 and path.is_file() and finished(study, cell, s, root) is not None:
+            rec = json.loads(path.read_text())
+            if rec.get("status") == "done":
+                measured[s] = n * run_seconds(rec)
+    if measured:
+        mean = sum(measured.values()) / len(measured)
+        out = {s: measured.get(s, mean) for s in study.seeds}
+    return [out[s] for s in study.seeds]
 
 
 def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -128,6 +152,8 @@ def measured_rates(study, root: Path) -> dict | None:
             ):
                 continue
             cfg = cell_config(study, cell, seed)
+            if processes(cfg) > 1:  # DDP: all-reduce time the single-process line has not
+                continue
             rows.append([1.0, _images(cfg), study.curve_evals(seed, cell) - 1])
             seconds.append(run_seconds(rec))
             models.append((rec.get("machine") or {}).get("cpu_model"))
@@ -185,8 +211,7 @@ def cmd_estimate(study, args) -> int:
     rows = []
     for cell in study.runnable(with_optional=True):
         cfg = cell_config(study, cell)
-        runs = [rates["overhead_seconds"] + _images(cfg) * rates["seconds_per_image"]
-                + (study.curve_evals(s, cell) - 1) * rates["extra_eval_seconds"] for s in study.seeds]  # fmt: skip
+        runs = _process_seconds(study, cell, args.root, rates)
         left = [t for s, t in zip(study.seeds, runs, strict=True)
                 if finished(study, cell, s, args.root) is None]  # fmt: skip
         rows.append({"cell": cell.id, "steps": cfg["max_steps"], "images": _images(cfg),
@@ -217,7 +242,9 @@ def cmd_estimate(study, args) -> int:
     print(f"rates from {rates['source']}: {rates['seconds_per_image']:.3f} s per training image, "
           f"{rates['overhead_seconds']:.0f} s per run, {rates['extra_eval_seconds']:.0f} s per "
           f"extra evaluation; machine {rates['machine']}")  # fmt: skip
-    print("| cell | steps | images | s per run | runs | left |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "| cell | steps | images | process-s per run | runs | left |\n|---|---:|---:|---:|---:|---:|"
+    )
     for r in rows:
         opt = " (optional)" if r["optional"] else ""
         print(f"| {r['cell']}{opt} | {r['steps']} | {r['images']} | {r['seconds_per_run']:.0f} | "

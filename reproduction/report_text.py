@@ -7,7 +7,7 @@ import os
 import statistics
 from pathlib import Path
 
-from reproduction.runner import Study, cell_config
+from reproduction.runner import Study, cell_config, processes
 
 NOT_RUN = "not yet run"
 
@@ -161,14 +161,18 @@ def _plan(study: Study, root: Path, results, backbones=(), run_recs=()) -> str:
         lines += ["Measured wall time of finished runs (includes start-up and the final COCO evaluation):", "",
                   "| cell | runs | s/run | machine (CPUs, load average at start) |", "|---|---:|---:|---|"]  # fmt: skip
         for cid, r in timed:
+            n = processes(cell_config(study, study.cell(cid)))
             lines.append(
-                f"| {cid} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | {_machines(r.machines)} |"
+                f"| {cid}{f' ({n} processes)' if n > 1 else ''} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | {_machines(r.machines)} |"
             )
-        total = sum(sum(r.seconds) for _, r in timed)
+        total = sum(
+            sum(r.seconds) * processes(cell_config(study, study.cell(cid))) for cid, r in timed
+        )
         pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
                   for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
         lines += ["", f"Total: {sum(len(r.seconds) for _, r in timed)} runs took {total / 60:.0f} "
-                  f"process-minutes, plus {pre / 60:.0f} of pretraining; two processes of one "
+                  f"process-minutes (a DDP run's wall time once per process), plus {pre / 60:.0f} "
+                  "of pretraining; two processes of one "
                   f"thread each at a time make that about {(total + pre) / 120:.0f} minutes of wall "
                   "time on 2 cores."]  # fmt: skip
         lines.append("")

@@ -29,7 +29,7 @@ from detnorm.engine.precision import cpu_model
 from detnorm.io import read_json, write_json_atomic
 from reproduction.manifest import CONFIG_DIR, REPO, Cell, Family, Study, load_study
 
-__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "cpu_model", "ensure_pretrained", "finished", "run_seconds",
+__all__ = ["CONFIG_DIR", "REPO", "Cell", "Family", "Study", "cell_config", "cpu_model", "ensure_pretrained", "finished", "processes", "run_seconds",
            "invoke", "load_study", "machine", "run_cell", "run_dir", "validate_cell", "weights_digest"]  # fmt: skip
 
 
@@ -40,9 +40,7 @@ def cell_config(study: Study, cell: Cell, seed: int | None = None) -> dict:
     for base in study.families[cell.family].base:
         cfg = merge(cfg, load_yaml(base))
     cfg = merge(cfg, cell.config)
-    per_step = (
-        int(cfg.get("batch_size", 2)) * int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
-    )
+    per_step = int(cfg.get("batch_size", 2)) * processes(cfg)
     cfg["max_steps"] = max(1, round(study.images_per_cell * cell.multiple / per_step))
     evals = study.curve_evals(seed, cell) if seed is not None else 1
     if evals > 1:
@@ -59,6 +57,12 @@ def validate_cell(study: Study, cell: Cell, directory: Path, seed: int | None = 
 
 def run_dir(root: Path, cell: Cell, seed: int) -> Path:
     return Path(root) / cell.family / cell.name / f"seed{seed}"
+
+
+def processes(cfg: dict) -> int:
+    """How many training processes a run of ``cfg`` starts (``devices`` x ``num_nodes``): its
+    wall seconds times this are the process-seconds it takes from the machine."""
+    return int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
 
 
 def finished(study: Study, cell: Cell, seed: int, root: Path) -> dict | None:

@@ -103,3 +103,49 @@ def test_estimate_fits_this_cpus_runs_and_no_negative_rate(tmp_path, monkeypatch
     assert list(estimate._nonnegative_fit(x, np.array([3.0, 2.0, 1.0]))) == pytest.approx(
         [2.0, 0.0]
     )
+
+
+def test_estimate_counts_a_ddp_cell_once_per_process(tmp_path, capsys):
+    """SyncBN from scratch runs as 2 processes of 1 image: its finished runs stay out of the
+    single-process fit, and it costs its measured wall time twice (process-seconds), both in
+    the estimate and in the report's total."""
+    study = load_study()
+    root = tmp_path / "runs"
+    total = 0.0
+    for cell_id in ["batch_sweep/gn_b2", "scratch/gn_scratch_3x"]:
+        for seed in study.seeds:
+            cfg = cell_config(study, study.cell(cell_id), seed)
+            secs = 20.0 + 0.125 * cfg["max_steps"] * cfg["batch_size"]
+            secs += 15.0 * (study.curve_evals(seed, study.cell(cell_id)) - 1)
+            _run(root, study, cell_id, seed, 1.0, seconds=secs)
+            total += secs
+    ddp = "scratch/syncbn_scratch_3x"
+    cfg = cell_config(study, study.cell(ddp))
+    assert (cfg["devices"], cfg["batch_size"]) == (2, 1)
+    for seed, secs in ((0, 1600.0), (1, 1400.0)):
+        _run(root, study, ddp, seed, 50.0, seconds=secs)
+    rates = measured_rates(study, root)  # the DDP runs would pull the line off 0.125
+    assert rates["source"] == "6 finished runs (one thread each)"
+    assert rates["seconds_per_image"] == pytest.approx(0.125)
+    assert main(["--no-restore", "--root", str(root), "estimate", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    row = next(
+        r for r in json.loads((root / "estimate.json").read_text())["cells"] if r["cell"] == ddp
+    )
+    assert row["seconds"] == pytest.approx(2 * (1600 + 1400 + 1500))  # seed 2 at the mean
+    assert (row["runs_left"], row["seconds_left"]) == (1, pytest.approx(3000.0))
+    assert f"| {ddp} (optional) | {cfg['max_steps']} | 6000 | 3000 | 3 | 1 |" in out
+    report = tmp_path / "REPRODUCTION.md"
+    assert main(["--no-restore", "--root", str(root), "report", "--output", str(report)]) == 0
+    text = report.read_text()
+    assert f"| {ddp} (2 processes) | 2 | 1500 |" in text
+    assert f"Total: 8 runs took {(total + 2 * 3000) / 60:.0f} process-minutes" in text
+    # no finished DDP run: each process's half of the images on the line, twice
+    for seed in (0, 1):
+        (root / "scratch" / "syncbn_scratch_3x" / f"seed{seed}" / "metrics.json").unlink()
+    assert main(["--no-restore", "--root", str(root), "estimate", "--jobs", "2"]) == 0
+    row = next(
+        r for r in json.loads((root / "estimate.json").read_text())["cells"] if r["cell"] == ddp
+    )
+    evals = sum(study.curve_evals(s, study.cell(ddp)) - 1 for s in study.seeds)
+    assert row["seconds"] == pytest.approx(2 * (3 * (20 + 0.125 * 3000) + 15 * evals))
