@@ -38,7 +38,7 @@ def test_claims_verdicts_follow_the_numbers(tmp_path):
     rises = _claim(text, "Classification: BN's error rises")
     assert rises[3] == "partly"  # +10 at 2, +0.2 at 4 (within the noise of 0.71)
     assert rises[4].startswith(
-        "Judged at 32 epochs"
+        "Judged at 64 epochs"
     )  # the reason is printed for a partial agreement
     assert _claim(text, "Classification: GN's error")[3] == "agrees"
     assert _claim(text, "Classification: GN within")[3] == "agrees"  # 0.5 apart
