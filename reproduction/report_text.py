@@ -160,14 +160,13 @@ def _plan(study: Study, root: Path, results, backbones=(), run_recs=()) -> str:
     if timed:
         lines += ["Measured wall time of finished runs (includes start-up and the final COCO evaluation):", "",
                   "| cell | runs | s/run | machine (CPUs, load average at start) |", "|---|---:|---:|---|"]  # fmt: skip
+        procs = {cid: processes(cell_config(study, study.cell(cid))) for cid, _ in timed}
         for cid, r in timed:
-            n = processes(cell_config(study, study.cell(cid)))
+            n = procs[cid]
             lines.append(
                 f"| {cid}{f' ({n} processes)' if n > 1 else ''} | {len(r.seconds)} | {statistics.fmean(r.seconds):.0f} | {_machines(r.machines)} |"
             )
-        total = sum(
-            sum(r.seconds) * processes(cell_config(study, study.cell(cid))) for cid, r in timed
-        )
+        total = sum(sum(r.seconds) * procs[cid] for cid, r in timed)
         pre = sum(json.loads(p.read_text()).get("train_seconds", 0)
                   for p in Path(root).glob("pretrain/*/backbone.pth.json") if ".replaced-" not in p.parent.name)  # fmt: skip
         lines += ["", f"Total: {sum(len(r.seconds) for _, r in timed)} runs took {total / 60:.0f} "
